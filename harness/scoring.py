@@ -1,0 +1,339 @@
+"""Answer checking for math: the last `\\boxed{}` of a response, checked against the gold with math-verify.
+
+`score_math(responses, golds)` returns one `Score` per response and never hangs or raises on model output:
+
+1. `extract_boxed(response)` takes the content of the LAST `\\boxed{...}` (or `\\fbox{...}`, or `\\boxed 5`)
+   in the parent process (a linear scan; a megabyte of text costs milliseconds). No box -> status
+   "no_answer", scored wrong. An answer longer than `MAX_ANSWER_CHARS` is not parsed: status "error", wrong.
+2. In a worker process, gold and answer are each parsed with math-verify as `\\boxed{...}` and compared with
+   `math_verify.verify`. Fallback (documented deviation): if math-verify does not find them equal, the two
+   strings are compared after a light normalisation (`normalize_answer`: spaces, `$`, `\\left/\\right`,
+   `\\text{}`, `^\\circ`, a trailing period), so answers sympy cannot parse (text, descriptions of functions)
+   are still matched when written the same way as the gold.
+3. Each sample has a wall-clock budget of `timeout_s`, enforced twice: an interval timer inside the worker
+   (math-verify's own SIGALRM timeouts are switched off; they fail outside the main thread), and, for hangs in
+   C code that no signal interrupts (e.g. a huge integer power), the parent kills the worker after
+   `timeout_s + KILL_GRACE_S`, marks the sample "timeout" and restarts the worker. A sample that raises is
+   scored wrong with status "error". Statuses are counted by the caller (metrics: `no_answer`).
+
+Workers are a persistent pool of `python -m harness.scoring` processes (started once per calling process,
+about a second; restarted only after a kill), so the trainer can call `score_math` once per batch without
+process start-up. `workers=0` scores in the calling
+process (main thread only; no protection against C-level hangs): for debugging.
+
+Deviation from the paper: the paper checks "mathematical equivalence" of the last \\boxed{} without naming a
+checker; the released code uses verl's math_dapo string normaliser. math-verify accepts more equivalent forms
+(e.g. 0.5 vs \\frac{1}{2}); the string fallback keeps everything an exact-match checker would accept.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+MAX_ANSWER_CHARS = 2_000  # a boxed answer longer than this is not parsed (scored wrong, status "error")
+KILL_GRACE_S = 1.0  # the parent kills a worker that has not answered within timeout_s + this
+CHUNK = 32  # at most this many samples per message to a worker
+STATUSES = ("ok", "no_answer", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class Score:
+    """The verdict on one response. `extracted` is the answer as written (None when none was found)."""
+    correct: bool
+    extracted: str | None
+    status: str  # one of STATUSES
+
+
+# ---------------------------------------------------------------- extraction and normalisation (pure)
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (braces matched) or `\\boxed x`; None if there is none
+    or the last one is unbalanced (an earlier box is not used then: the final answer is the last one)."""
+    if not isinstance(text, str):
+        return None
+    best = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    m = _BOX_RE.match(text, best) if best >= 0 else None
+    if m is None:
+        return None
+    rest = text[m.end():]
+    stripped = rest.lstrip()
+    if stripped.startswith("{"):
+        i0 = m.end() + (len(rest) - len(stripped)) + 1
+        depth = 1
+        for i in range(i0, len(text)):
+            c = text[i]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[i0:i].strip()
+        return None
+    if rest[:1] == " " and stripped:  # "\\boxed 5" (TeX allows a single-token argument)
+        return re.split(r"[\s$]", stripped, maxsplit=1)[0].rstrip(".") or None
+    return None
+
+
+_TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|textit|mathbf)\s*\{([^{}]*)\}")
+
+
+def normalize_answer(s: str) -> str:
+    """Light string normalisation for the fallback comparison (never used to declare two answers different)."""
+    s = str(s).strip()
+    s = _TEXT_RE.sub(r"\1", s)
+    for a, b in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", ""),
+                 ("^{\\circ}", ""), ("^\\circ", ""), ("\\circ", ""), ("$", ""), ("\\dfrac", "\\frac"),
+                 ("\\tfrac", "\\frac"), ("\\%", ""), ("%", "")):
+        s = s.replace(a, b)
+    s = re.sub(r"\s+", "", s)
+    return s.rstrip(".").lower()
+
+
+def _clean_gold(gold: str) -> str:
+    g = str(gold).strip()
+    inner = extract_boxed(g)
+    if inner is not None:
+        g = inner
+    return g.replace("$", "").strip()
+
+
+# ---------------------------------------------------------------- one sample (runs in a worker)
+
+class _SampleTimeout(BaseException):
+    """Raised by the interval timer; a BaseException so math-verify's `except Exception` cannot swallow it."""
+
+
+def _on_alarm(signum, frame):  # noqa: ARG001
+    raise _SampleTimeout()
+
+
+def _verify(answer: str, gold: str) -> bool:
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
+    g = parse("\\boxed{" + gold + "}", extraction_config=cfg, parsing_timeout=None)
+    p = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
+    return bool(g and p and verify(g, p, timeout_seconds=None))
+
+
+def _check(answer: str, gold: str, timeout_s: float) -> tuple[bool, str]:
+    """(correct, status) for one extracted answer; bounded by an interval timer of `timeout_s` seconds."""
+    if normalize_answer(answer) == normalize_answer(gold) and normalize_answer(gold):
+        return True, "ok"
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return _verify(answer, gold), "ok"
+    except _SampleTimeout:
+        return False, "timeout"
+    except Exception:  # noqa: BLE001 - any failure on model output is a wrong answer, counted
+        return False, "error"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _worker(conn_in: Connection, conn_out: Connection) -> None:
+    """Worker loop: receive (timeout_s, [(index, answer, gold), ...]), send (index, correct, status) per item."""
+    import logging
+
+    import math_verify  # noqa: F401 - import once, before the first timed sample
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings: we time out here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    conn_out.send("ready")
+    while True:
+        try:
+            msg = conn_in.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        timeout_s, items = msg
+        for idx, answer, gold in items:
+            correct, status = _check(answer, gold, timeout_s)
+            conn_out.send((idx, correct, status))
+
+
+# ---------------------------------------------------------------- the pool
+
+class _Worker:
+    """One `python -m harness.scoring` child process talking over two pipes (pickled messages).
+
+    A plain subprocess rather than multiprocessing: spawn/forkserver re-import the caller's __main__ (a
+    script without a main guard would run again in every worker), and fork would copy the parent's threads."""
+
+    def __init__(self):
+        r_to_child, w_to_child = os.pipe()
+        r_from_child, w_from_child = os.pipe()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.scoring", str(r_to_child), str(w_from_child)],
+            pass_fds=(r_to_child, w_from_child), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        os.close(r_to_child)
+        os.close(w_from_child)
+        self.send_conn = Connection(w_to_child, readable=False)
+        self.recv_conn = Connection(r_from_child, writable=False)
+        self.ready = False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.send_conn.close()
+        self.recv_conn.close()
+
+    def close(self) -> None:
+        try:
+            self.send_conn.send(None)
+            self.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class ScoringPool:
+    """A fixed set of worker processes with per-sample outer timeouts; dead or hung workers are replaced."""
+
+    def __init__(self, workers: int):
+        if workers < 1:
+            raise ValueError(f"ScoringPool needs at least one worker, got {workers}")
+        self.size = workers
+        self._workers = [_Worker() for _ in range(workers)]
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
+
+    def run(self, items: list[tuple[int, str, str]], timeout_s: float) -> dict[int, tuple[bool, str]]:
+        """Score (index, answer, gold) items; returns index -> (correct, status). Never raises on item content."""
+        size = max(1, min(CHUNK, -(-len(items) // (4 * self.size))))  # small batches still use every worker
+        queue = [items[i:i + size] for i in range(0, len(items), size)]
+        queue.reverse()  # pop() from the end = first chunk first
+        pending: dict[int, list[tuple[int, str, str]]] = {}  # worker -> items sent and not yet answered
+        last: dict[int, float] = {}  # worker -> time of its last progress
+        out: dict[int, tuple[bool, str]] = {}
+        deadline = timeout_s + KILL_GRACE_S
+        while queue or pending:
+            for w, worker in enumerate(self._workers):
+                if w not in pending and queue and worker.ready:
+                    chunk = queue.pop()
+                    worker.send_conn.send((timeout_s, chunk))
+                    pending[w], last[w] = list(chunk), time.monotonic()
+            by_conn = {wk.recv_conn: w for w, wk in enumerate(self._workers) if w in pending or not wk.ready}
+            for c in wait(list(by_conn), timeout=0.05):
+                w = by_conn[c]
+                worker = self._workers[w]
+                try:
+                    while c.poll():
+                        msg = c.recv()
+                        if msg == "ready":
+                            worker.ready = True
+                            continue
+                        idx, correct, status = msg
+                        out[idx] = (correct, status)
+                        pending[w] = [it for it in pending[w] if it[0] != idx]
+                        last[w] = time.monotonic()
+                except (EOFError, OSError):  # the worker died (e.g. out of memory): its current item is an error
+                    self._fail(w, pending, queue, out, "error")
+                    continue
+                if w in pending and not pending[w]:
+                    del pending[w]
+            now = time.monotonic()
+            for w in [w for w in pending if now - last[w] > deadline]:
+                self._fail(w, pending, queue, out, "timeout")  # hung where no signal reaches (C code)
+            if not any(wk.ready for wk in self._workers) and any(wk.proc.poll() is not None for wk in self._workers):
+                raise RuntimeError("harness.scoring: worker processes exit at start-up; run "
+                                   f"`{sys.executable} -m harness.scoring 0 1` to see why")
+        return out
+
+    def _fail(self, w, pending, queue, out, status) -> None:
+        """Replace worker w: its current item gets `status`, the rest of its chunk is queued again."""
+        items = pending.pop(w, [])
+        self._workers[w].kill()
+        self._workers[w] = _Worker()
+        if items:
+            out[items[0][0]] = (False, status)
+            if items[1:]:
+                queue.append(items[1:])
+
+
+_POOL: dict[str, ScoringPool] = {}  # the process-wide pool, created on first use, closed at exit
+
+
+def get_pool(workers: int) -> ScoringPool:
+    """The shared pool with `workers` workers (recreated if a different size is asked for)."""
+    pool = _POOL.get("pool")
+    if pool is None or pool.size != workers:
+        if pool is not None:
+            pool.close()
+        pool = _POOL["pool"] = ScoringPool(workers)
+    return pool
+
+
+@atexit.register
+def close_pool() -> None:
+    pool = _POOL.pop("pool", None)
+    if pool is not None:
+        pool.close()
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- public entry point
+
+def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
+               workers: int | None = None) -> list[Score]:
+    """Score `responses[i]` against `golds[i]` (the last \\boxed{} of the response, math-verify + fallback).
+
+    `timeout_s` bounds each sample's wall-clock checking time; `workers` is the number of worker processes
+    (default: the CPUs this process may use; 0 = in this process). Never raises on the content of a response.
+    """
+    if len(responses) != len(golds):
+        raise ValueError(f"score_math: {len(responses)} responses but {len(golds)} golds")
+    if timeout_s <= 0:
+        raise ValueError(f"score_math: timeout_s must be positive, got {timeout_s}")
+    results: list[Score | None] = [None] * len(responses)
+    items: list[tuple[int, str, str]] = []
+    extracted: list[str | None] = []
+    for i, (resp, gold) in enumerate(zip(responses, golds)):
+        ans = extract_boxed(resp) if isinstance(resp, str) else None
+        extracted.append(ans)
+        if ans is None:
+            results[i] = Score(False, None, "no_answer")
+        elif len(ans) > MAX_ANSWER_CHARS:
+            results[i] = Score(False, ans[:MAX_ANSWER_CHARS], "error")
+        else:
+            items.append((i, ans, _clean_gold(gold)))
+    if items:
+        workers = default_workers() if workers is None else workers
+        if workers == 0:
+            verdicts = {i: _check(a, g, timeout_s) for i, a, g in items}
+        else:
+            verdicts = get_pool(workers).run(items, timeout_s)
+        for i, _, _ in items:
+            correct, status = verdicts.get(i, (False, "error"))
+            results[i] = Score(bool(correct), extracted[i], status)
+    return results  # type: ignore[return-value]
+
+
+if __name__ == "__main__":  # a worker: python -m harness.scoring <read fd> <write fd>
+    _worker(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
