@@ -1,0 +1,187 @@
+"""Which response tokens receive the policy gradient: pure, engine-agnostic token masks.
+
+The paper (arXiv 2506.01939, Eq. 6) keeps the policy-gradient term only for tokens whose entropy is at or above
+the (1 - rho) quantile of all response-token entropies in the batch. Three implementations disagree on the
+details, so each detail is a named option here (see docs/training.md):
+
+- ``selection="topk"``: exactly ``k = ceil(rho * N)`` tokens (the released code, ``torch.topk``).
+  ``selection="quantile"``: ``entropy >= quantile(1 - rho)`` with linear interpolation (TRL,
+  ``GRPOTrainer.get_high_entropy_mask``); ties at the threshold are all kept, so more than rho*N tokens can pass.
+- ``scope="local"``: the threshold is computed per call (per micro-batch, per rank: the released code).
+  ``scope="gathered"``: the entropies of all data-parallel ranks are gathered first (TRL); ranks may hold
+  different or zero token counts.
+- the loss normaliser (``aggregate_loss``): ``"all"`` divides by the number of response tokens (paper Eq. 6, TRL),
+  ``"selected"`` by the number of selected tokens (released code), which makes the gradient about 1/rho larger.
+
+Modes: ``all`` (every response token; rho must be 1), ``top`` (highest entropy), ``bottom`` (lowest entropy),
+``random`` (the same count as ``top`` would keep, chosen uniformly: a control the paper lacks).
+
+Ties are broken deterministically: among equal entropies at the threshold the earlier token (flattened row-major
+order, then lower rank) is kept first. Padding (``response_mask`` false) never enters the threshold.
+
+Deviations and implementation notes:
+- The threshold is found with ``torch.kthvalue`` (linear-time selection) instead of a full sort or
+  ``torch.quantile``, so any size works (``torch.quantile`` refuses more than 2**24 elements). The quantile's
+  rank ``(1 - rho) * (N - 1)`` is computed in float64; torch.quantile computes it in the input dtype, so for very
+  large N the two can pick neighbouring order statistics (TRL's own path cannot run at that size at all).
+- ``bottom`` is ``top`` applied to ``-entropy``; for ``quantile`` that is ``entropy <= quantile(rho)``.
+- ``random`` draws i.i.d. uniform keys per token and keeps the top ``k`` keys; with ``scope="gathered"`` the
+  choice is uniform over all ranks' tokens. ``k`` is the count that ``top`` would keep under the same selection.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+MODES = ("all", "top", "bottom", "random")
+SELECTIONS = ("topk", "quantile")
+SCOPES = ("local", "gathered")
+NORMALIZERS = ("all", "selected")
+
+
+class MaskResult(NamedTuple):
+    mask: torch.Tensor  # bool, same shape as entropy: True = policy gradient kept
+    threshold: float  # entropy at the selection boundary (nan for mode all/random or no tokens)
+    n_tokens: int  # response tokens taking part (over all ranks when scope="gathered")
+    n_selected: int  # selected tokens (over all ranks when scope="gathered")
+
+
+def check_mask_args(mode: str, rho: float, selection: str = "topk", scope: str = "local") -> None:
+    """Raise ValueError naming the bad argument (before any compute is spent)."""
+    if mode not in MODES:
+        raise ValueError(f"mask mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"mask selection={selection!r} is not valid; choose one of: {', '.join(SELECTIONS)}")
+    if scope not in SCOPES:
+        raise ValueError(f"mask scope={scope!r} is not valid; choose one of: {', '.join(SCOPES)}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or math.isnan(rho) or not 0.0 < rho <= 1.0:
+        raise ValueError(f"mask rho={rho!r} is not valid; rho must be a number in (0, 1]")
+    if mode == "all" and rho != 1.0:
+        raise ValueError(f"mask mode='all' keeps every token, so rho must be 1.0 (got rho={rho!r})")
+
+
+def check_normalizer(normalizer: str) -> None:
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"loss normalizer={normalizer!r} is not valid; choose one of: {', '.join(NORMALIZERS)}")
+
+
+def _gather_values(values: torch.Tensor, group=None) -> tuple[torch.Tensor, int]:
+    """All ranks' 1-D `values` concatenated in rank order, and the offset of this rank's values in it."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    n = torch.tensor([values.numel()], dtype=torch.long, device=values.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n, group=group)
+    sizes_i = [int(s.item()) for s in sizes]
+    padded = torch.zeros(max(max(sizes_i), 1), dtype=values.dtype, device=values.device)
+    padded[: values.numel()] = values
+    chunks = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(chunks, padded, group=group)
+    rank = dist.get_rank(group)
+    gathered = torch.cat([c[:s] for c, s in zip(chunks, sizes_i)])
+    return gathered, sum(sizes_i[:rank])
+
+
+def _kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of 1-D `x` (1 <= k <= x.numel()), in linear time."""
+    return torch.kthvalue(x, x.numel() - k + 1).values
+
+
+def _select_top(keys: torch.Tensor, all_keys: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+    """Exactly k of the largest `all_keys` (global), returned for the local slice `keys` = all_keys[offset:...].
+
+    Ties at the k-th value are taken in order of position in `all_keys` (earliest first).
+    """
+    if k <= 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    t = _kth_largest(all_keys, k)
+    need = k - int((all_keys > t).sum())  # how many tokens equal to t are still needed (>= 1)
+    ties_before = int((all_keys[:offset] == t).sum())
+    local_ties = keys == t
+    rank_in_ties = torch.cumsum(local_ties, 0) + ties_before  # 1-based rank among all ties
+    return (keys > t) | (local_ties & (rank_in_ties <= need))
+
+
+def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+    """torch.quantile(x, q) (linear interpolation) for any size, via two order statistics."""
+    n = x.numel()
+    pos = q * (n - 1)  # float64 rank
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    v_lo = torch.kthvalue(x, lo + 1).values
+    v_hi = torch.kthvalue(x, hi + 1).values if hi != lo else v_lo
+    return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=x.dtype, device=x.device))
+
+
+def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str, rho: float,
+                  selection: str = "topk", scope: str = "local", group=None,
+                  generator: torch.Generator | None = None) -> MaskResult:
+    """The token mask with its threshold and counts; see the module docstring for every option.
+
+    entropy: float [...] (any shape, e.g. [B, T]); response_mask: bool/0-1 of the same shape.
+    scope="gathered" needs an initialised torch.distributed process group (gloo or nccl); all ranks must call.
+    """
+    check_mask_args(mode, rho, selection, scope)
+    if entropy.shape != response_mask.shape:
+        raise ValueError(f"entropy shape {tuple(entropy.shape)} != response_mask shape {tuple(response_mask.shape)}")
+    valid = response_mask.bool()
+    local = entropy.detach()[valid].float()  # [N_local] response-token entropies, row-major order
+    if scope == "gathered":
+        all_vals, offset = _gather_values(local, group)
+    else:
+        all_vals, offset = local, 0
+    n = all_vals.numel()
+    out = torch.zeros_like(valid)
+    if n == 0:
+        return MaskResult(out, float("nan"), 0, 0)
+    if mode == "all":
+        out[valid] = True
+        return MaskResult(out, float("nan"), n, n)
+
+    keys = local if mode in ("top", "random") else -local  # bottom = top of -entropy
+    all_keys = all_vals if mode in ("top", "random") else -all_vals
+    if selection == "topk":
+        k = math.ceil(rho * n - 1e-9)  # ceil, robust to float noise such as 0.2 * 50 = 10.000000000000002
+        k = min(max(k, 1), n)
+        thr = _kth_largest(all_keys, k)
+        sel = _select_top(keys, all_keys, offset, k) if mode != "random" else None
+    else:
+        thr = _quantile(all_keys, 1.0 - rho)
+        sel = keys >= thr
+        k = int((all_keys >= thr).sum())
+    if mode == "random":
+        # every rank draws the same n keys (pass a generator seeded alike on all ranks for scope="gathered")
+        noise = torch.rand(n, generator=generator, device=generator.device if generator else "cpu").to(local.device)
+        sel = _select_top(noise[offset:offset + local.numel()], noise, offset, k)
+        threshold = float("nan")
+    else:
+        threshold = float(thr) if mode == "top" else -float(thr)
+    out[valid] = sel
+    return MaskResult(out, threshold, n, k)
+
+
+def token_mask(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str, rho: float,
+               selection: str = "topk", scope: str = "local", group=None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bool tensor (shape of `entropy`) of the tokens whose policy gradient is kept."""
+    return select_tokens(entropy, response_mask, mode, rho, selection, scope, group, generator).mask
+
+
+def aggregate_loss(per_token_loss: torch.Tensor, selected: torch.Tensor, normalizer: str,
+                   n_response_tokens: float | torch.Tensor, accumulation_steps: int = 1) -> torch.Tensor:
+    """Scalar loss of one micro-batch from per-token losses [B, T] and the selected-token mask [B, T].
+
+    normalizer="all": sum over selected tokens / `n_response_tokens` (the response-token count of the whole
+        optimiser mini-batch on this rank, so the micro-batches of one step add up to the paper's token mean).
+    normalizer="selected": token-mean over this micro-batch's selected tokens, divided by
+        `accumulation_steps` (the released code's token-mean under gradient accumulation).
+    """
+    check_normalizer(normalizer)
+    total = (per_token_loss * selected).sum()
+    if normalizer == "all":
+        denom = n_response_tokens.clamp(min=1.0) if torch.is_tensor(n_response_tokens) else max(n_response_tokens, 1.0)
+        return total / denom
+    return total / selected.sum().clamp(min=1) / accumulation_steps
