@@ -1,0 +1,376 @@
+"""LiveCodeBench (code generation): docs, prompt, and the scorer that runs each response in the sandbox.
+
+Data: rows in the layout of the hub dataset `livecodebench/code_generation_lite` (`question_id`,
+`question_title`, `question_content`, `platform`, `contest_date`, `starter_code`, `difficulty`,
+`public_test_cases` (a JSON list of `{"input", "output", "testtype"}`), `private_test_cases` (the same, or
+base64 of zlib of pickle of that JSON string), `metadata` (a JSON object; `func_name` for functional problems)).
+`process_docs` keeps the problems whose `contest_date` lies in the paper's window [2024-08-01, 2025-02-01)
+(LiveCodeBench v5 as used in the paper) and adds `problem` and `gold`; a window variant is one YAML with
+`include: livecodebench.yaml` and `process_docs: !function utils.<a window_docs(...) function>`.
+
+Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_util.py) unless stated:
+- the code is the content of the LAST complete fenced block (```python ... ``` or ``` ... ```) of the response;
+  none -> status "no_answer". (LCB takes the first block of chat outputs; the paper's models reason at length
+  and write the final program last.)
+- every test (public + private) must pass. Standard-input problems: the program's stdout and the expected
+  output are compared line by line after stripping; a line also matches if both parse as the same list of
+  decimals. Functional problems (`starter_code`, `metadata.func_name`): each input line is JSON, the method of
+  `Solution()` (or a top-level function) is called, a tuple result becomes a list, and the result must equal
+  the JSON-decoded expected output. The same stdlib names as LCB's grader are imported before the solution, and
+  the recursion limit is 50000.
+- each test runs in a fresh forked process (deviation: LCB runs them in one process) with a
+  `timeout_s` wall limit (LCB's default, 6 s); the first failing test (error, timeout) stops the run. The whole
+  response runs in one `harness.sandbox` process tree (see docs/ood.md): a response that misbehaves in any way
+  is scored wrong, with `status` ("ok" for a program that ran, "no_answer", "timeout", "error") and a `reason`.
+- the sandbox only receives the test inputs; the expected outputs stay in the harness, which compares them, so
+  a program cannot report its own success.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import pickle
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from harness.sandbox import CodeExecutionNotAllowed, Limits, require_opt_in, run_python
+from harness.scoring import Score
+
+PAPER_WINDOW = ("2024-08-01", "2025-02-01")  # [start, end): LiveCodeBench v5 problems as in the paper
+TIMEOUT_S = 6.0  # per test, wall clock (LCB's default)
+MAX_TOTAL_S = 600.0  # at most this long for all tests of one response
+MEMORY_MB = 2048  # per process
+LCB_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+               "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+
+
+@dataclass(frozen=True)
+class CodeScore(Score):
+    """A Score with the reason for a failure (first failing test, error message); "" when correct."""
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- data
+
+def _date(value) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=None)
+
+
+def decode_tests(field) -> list[dict]:
+    """A `*_test_cases` field -> list of {"input", "output", "testtype"} (plain JSON or the compressed form)."""
+    if isinstance(field, list):
+        return field
+    if not field:
+        return []
+    try:
+        return json.loads(field)
+    except (json.JSONDecodeError, TypeError):
+        return json.loads(pickle.loads(zlib.decompress(base64.b64decode(field.encode("utf-8")))))
+
+
+def tests_of(doc: dict) -> tuple[list[dict], str | None]:
+    """All tests of a doc (public first) and the function name (None for standard-input problems)."""
+    tests = decode_tests(doc.get("public_test_cases")) + decode_tests(doc.get("private_test_cases"))
+    meta = doc.get("metadata") or "{}"
+    meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
+    fn_name = meta.get("func_name")
+    kinds = {t.get("testtype") for t in tests}
+    if not tests:
+        raise ValueError(f"{doc.get('question_id')}: no tests")
+    if kinds - {"stdin", "functional"} or len(kinds) != 1:
+        raise ValueError(f"{doc.get('question_id')}: test types {sorted(map(str, kinds))}")
+    if ("functional" in kinds) != bool(fn_name):
+        raise ValueError(f"{doc.get('question_id')}: functional tests need metadata.func_name and vice versa")
+    return tests, fn_name
+
+
+def window_docs(start: str | None, end: str | None):
+    """A process_docs function keeping rows with start <= contest_date < end (None = open)."""
+    lo = _date(start) if start else None
+    hi = _date(end) if end else None
+
+    def process(dataset):
+        def keep(d):
+            t = _date(d["contest_date"])
+            return (lo is None or t >= lo) and (hi is None or t < hi)
+
+        kept = dataset.filter(keep)
+        if len(kept) == 0:
+            raise ValueError(f"livecodebench: no problem with contest_date in [{start}, {end}) among "
+                             f"{len(dataset)} rows")
+        return kept.map(lambda d: {"problem": d["question_content"], "gold": _gold(d)})
+
+    return process
+
+
+def _gold(d: dict) -> str:
+    tests, fn_name = tests_of(d)  # also validates the row before any generation
+    return f"{len(tests)} tests, " + (f"functional {fn_name}" if fn_name else "stdin/stdout")
+
+
+process_docs = window_docs(*PAPER_WINDOW)
+process_all = window_docs(None, None)
+
+
+def doc_to_text(doc: dict) -> str:
+    """LCB's generic prompt, inside the paper's User/Assistant frame (zero-shot)."""
+    if doc.get("starter_code"):
+        fmt = ("You will use the following starter code to write the solution to the problem and enclose your "
+               f"code within delimiters.\n```python\n{doc['starter_code']}\n```")
+    else:
+        fmt = ("Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test "
+               "on the sample inputs). Enclose your code within delimiters as follows.\n```python\n# YOUR CODE HERE\n```")
+    return (f"User:\n### Question:\n{doc['question_content']}\n\n### Format: {fmt}\n\n"
+            "### Answer: (use the provided format with backticks)\n\nAssistant:\n")
+
+
+def count_responses(doc: dict, results: list) -> dict:
+    """lm-eval's per-doc metric: only the number of responses kept (scoring happens in harness.evaluation)."""
+    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
+
+
+# ---------------------------------------------------------------- extraction and comparison (pure)
+
+def extract_code(response: str) -> str | None:
+    """The content of the last complete ``` fenced block (any language tag), or None."""
+    if not isinstance(response, str):
+        return None
+    lines = response.split("\n")
+    fences = [i for i, line in enumerate(lines) if line.strip().startswith("```")]
+    blocks, i = [], 0
+    while i + 1 < len(fences):
+        blocks.append((fences[i], fences[i + 1]))
+        i += 2
+    if not blocks:
+        return None
+    a, b = blocks[-1]
+    code = "\n".join(lines[a + 1:b])
+    return code if code.strip() else None
+
+
+def _lines(s: str) -> list[str]:
+    return [line.strip() for line in s.strip().split("\n")]
+
+
+def _decimals(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(x) for x in line.split()]
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def stdout_matches(output: str, expected: str) -> bool:
+    """LCB's stdin/stdout check: same number of stripped lines, each equal or equal as lists of decimals."""
+    got, want = _lines(output), _lines(expected)
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        if g == w:
+            continue
+        dg, dw = _decimals(g), _decimals(w)
+        if dg is None or dw is None or dg != dw:
+            return False
+    return True
+
+
+def return_matches(output_json: str, expected: str) -> bool:
+    """LCB's functional check: the JSON-decoded return value equals the JSON-decoded expected output."""
+    try:
+        return json.loads(output_json) == json.loads(expected)
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------- the program run in the sandbox
+
+PREAMBLE = ("".join(f"from {m} import *\n" for m in LCB_MODULES) + "import " + ", ".join(LCB_MODULES)
+            + "\nsys.setrecursionlimit(50000)\n")
+
+DRIVER = r'''
+import json, os, signal, sys, traceback
+REQ = json.loads(sys.stdin.read())
+RESULT = os.fdopen(os.dup(1), "w")
+_null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(_null, 1)
+
+
+def emit(**d):
+    RESULT.write(json.dumps(d) + "\n")
+    RESULT.flush()
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def _redirect(path, fd, flags):
+    f = os.open(path, flags, 0o600)
+    os.dup2(f, fd)
+    os.close(f)
+
+
+def child(code, src, inp):
+    status = 0
+    try:
+        os.close(RESULT.fileno())
+        _redirect("stdin.txt", 0, os.O_RDONLY)
+        _redirect("stdout.txt", 1, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        _redirect("stderr.txt", 2, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", closefd=False)
+        fn_name = REQ["fn_name"]
+        g = {"__name__": "__main__" if fn_name is None else "solution", "__builtins__": __builtins__}
+        try:
+            exec(code, g)
+            if fn_name is not None:
+                obj = g["Solution"]() if "class Solution" in src and "Solution" in g else None
+                fn = getattr(obj, fn_name) if obj is not None else g[fn_name]
+                out = fn(*[json.loads(line) for line in inp.split("\n")])
+                if isinstance(out, tuple):
+                    out = list(out)
+                with open("return.json", "w") as f:
+                    json.dump(out, f)
+        except SystemExit:
+            pass
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(status)
+
+
+def tail(path, n=300):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def main():
+    src = open("solution.py", encoding="utf-8").read()
+    try:
+        code = compile(REQ["preamble"] + src, "solution.py", "exec")
+    except BaseException as e:
+        emit(i=-1, status="error", reason="does not compile: " + repr(e)[:300])
+        return
+    signal.signal(signal.SIGALRM, _alarm)
+    for i, inp in enumerate(REQ["inputs"]):
+        for p in ("stdout.txt", "stderr.txt", "return.json"):
+            if os.path.exists(p):
+                os.remove(p)
+        with open("stdin.txt", "w") as f:
+            f.write(inp if REQ["fn_name"] is None else "")
+        pid = os.fork()
+        if pid == 0:
+            child(code, src, inp)
+        signal.setitimer(signal.ITIMER_REAL, REQ["timeout_s"])
+        try:
+            _, st = os.waitpid(pid, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Timeout:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            emit(i=i, status="timeout", reason="test %d: over %gs" % (i, REQ["timeout_s"]))
+            return
+        if not os.WIFEXITED(st) or os.WEXITSTATUS(st) != 0:
+            sig = os.WTERMSIG(st) if os.WIFSIGNALED(st) else 0
+            why = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed (CPU time limit)",
+                   signal.SIGXFSZ: "output/file size limit"}.get(sig, "signal %d" % sig if sig else "")
+            err = tail("stderr.txt").strip().splitlines()
+            emit(i=i, status="error", reason="test %d: %s" % (i, why or (err[-1] if err else "exit status %d" % os.WEXITSTATUS(st))))
+            return
+        path = "stdout.txt" if REQ["fn_name"] is None else "return.json"
+        cap = REQ["max_output"][i]
+        try:
+            with open(path, errors="replace") as f:
+                out = f.read(cap + 1)
+        except OSError:
+            emit(i=i, status="error", reason="test %d: no return value written" % i)
+            return
+        if len(out) > cap:
+            emit(i=i, status="error", reason="test %d: output much longer than expected" % i)
+            return
+        emit(i=i, status="ok", output=out)
+
+
+main()
+'''
+
+
+# ---------------------------------------------------------------- scoring
+
+def _limits(n_tests: int, timeout_s: float, memory_mb: int) -> Limits:
+    total = min(MAX_TOTAL_S, timeout_s * n_tests + 5.0)
+    return Limits(wall_s=total, cpu_s=int(math.ceil(timeout_s)) + 1, memory_mb=memory_mb, nproc=8,
+                  fsize_mb=64, output_bytes=64 << 20)
+
+
+def run_tests(code: str, tests: list[dict], fn_name: str | None, timeout_s: float = TIMEOUT_S,
+              memory_mb: int = MEMORY_MB, allow_code_execution: bool | None = None) -> tuple[bool, str, str]:
+    """Run `code` on every test in the sandbox: (all passed, status, reason)."""
+    request = {"inputs": [t["input"] for t in tests], "fn_name": fn_name, "timeout_s": timeout_s,
+               "preamble": PREAMBLE, "max_output": [2 * len(t["output"]) + 1000 for t in tests]}
+    res = run_python(DRIVER, stdin=json.dumps(request), files={"solution.py": code},
+                     limits=_limits(len(tests), timeout_s, memory_mb), allow_code_execution=allow_code_execution)
+    lines = []
+    for line in res.stdout.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    for rec in lines:
+        i = rec.get("i", -1)
+        if rec.get("status") != "ok":
+            return False, "timeout" if rec.get("status") == "timeout" else "error", str(rec.get("reason", ""))
+        t = tests[i]
+        match = stdout_matches if fn_name is None else return_matches
+        if not match(rec.get("output", ""), t["output"]):
+            return False, "ok", f"test {i}: wrong answer"
+    if len(lines) == len(tests) and res.status == "ok":
+        return True, "ok", ""
+    if res.status == "ok":
+        return False, "error", f"only {len(lines)} of {len(tests)} tests reported"
+    status = "timeout" if res.status == "timeout" else "error"
+    return False, status, f"{res.status}: {res.reason}"
+
+
+def score(doc: dict, responses: list[str], timeout_s: float = TIMEOUT_S, workers: int | None = None,
+          allow_code_execution: bool | None = None) -> list[CodeScore]:
+    """The task scorer (metadata.scorer): each response's last code block against all of the doc's tests.
+
+    Raises CodeExecutionNotAllowed (before running anything) without the opt-in (HF_ALLOW_CODE_EVAL=1)."""
+    require_opt_in(allow_code_execution)
+    tests, fn_name = tests_of(doc)
+    codes = [extract_code(r) for r in responses]
+
+    def one(code: str | None) -> CodeScore:
+        if code is None:
+            return CodeScore(False, None, "no_answer", "no fenced code block")
+        try:
+            ok, status, reason = run_tests(code, tests, fn_name, timeout_s, allow_code_execution=True)
+        except CodeExecutionNotAllowed:
+            raise
+        except Exception as e:  # noqa: BLE001 - a harness-side failure on one sample is that sample's error
+            ok, status, reason = False, "error", f"sandbox: {type(e).__name__}: {e}"
+        return CodeScore(ok, code, status, reason)
+
+    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(codes)))) as ex:
+        return list(ex.map(one, codes))
