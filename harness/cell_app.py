@@ -1,0 +1,100 @@
+"""SLURM launcher: each cell is one job of a Hydra multirun through hydra-submitit-launcher.
+
+`harness run grid=paper launcher=slurm` groups the cells by their resources and, per group, runs
+
+    python -m harness.cell_app -m cell_dir=DIR1,DIR2,... hydra/launcher=submitit_slurm \
+        hydra.launcher.nodes=N hydra.launcher.gpus_per_node=G hydra.launcher.timeout_min=... ...
+
+Inside a job (one task per node), every node runs `accelerate launch` with DeepSpeed ZeRO-3
+(configs/accelerate/zero3.yaml) over all the job's nodes; vLLM generates the rollouts (TRL's
+`use_vllm`, mode from `launcher.vllm_mode`); afterwards node 0 evaluates the checkpoints with the vLLM
+backend and writes status.json. `launcher.executor=submitit_local` runs the same path on one machine
+(no accelerate: the cell runs in the job's process), which is how the tests exercise it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.io import CONFIG_DIR, REPO_ROOT
+
+
+def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
+    """Run this node's share of the cell's training under accelerate + DeepSpeed ZeRO-3."""
+    import submitit
+
+    from harness.runner import _checkpoints, train_overrides_for
+
+    env = submitit.JobEnvironment()
+    gpus = int(cell.resources.get("gpus_per_node", 8))
+    cmd = ["accelerate", "launch", "--config_file", launcher.get("accelerate_config", "configs/accelerate/zero3.yaml"),
+           "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
+           "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
+           "--num_processes", str(env.num_nodes * gpus),
+           "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"),
+           f"resume={bool(_checkpoints(cdir / 'train'))}",
+           "trainer.use_vllm=true", f"trainer.vllm_mode={launcher.get('vllm_mode', 'colocate')}"]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="cell", version_base="1.3")
+def cell_job(cfg: DictConfig) -> str:
+    """One SLURM job = one cell. Returns the cell's final state."""
+    import json
+
+    from harness.runner import Cell, read_status, run_cell
+
+    cdir = Path(cfg.cell_dir)
+    launcher = json.loads(os.environ.get("HARNESS_LAUNCHER", "{}"))
+    if "SLURM_JOB_ID" in os.environ and launcher.get("executor") == "submitit_slurm":
+        cell = Cell(**{k: (tuple(v) if isinstance(v, list) else v)
+                       for k, v in json.loads((cdir / "cell.json").read_text()).items()})
+        import submitit
+
+        node = submitit.JobEnvironment().node
+        run_cell(cdir, train_fn=lambda: _accelerate_train(cell, cdir, launcher), write=(node == 0))
+    else:
+        run_cell(cdir)
+    return read_status(cdir)["state"]
+
+
+def submit(cell_dirs: list[Path], cells: list, cfg: DictConfig) -> int:
+    """Launch cells as a Hydra multirun per resource group; return the number that did not complete."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from harness.runner import read_status
+
+    launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
+    groups: dict[tuple, list[Path]] = {}
+    for cdir, cell in zip(cell_dirs, cells):
+        r = cell.resources
+        key = (r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 1)))
+        groups.setdefault(key, []).append(Path(cdir).resolve())
+    for (nodes, gpus, hours), dirs in groups.items():
+        sweep_dir = dirs[0].parent / ".submitit"
+        ov = [f"cell_dir={','.join(map(str, dirs))}", f"hydra/launcher={launcher['executor']}",
+              f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.timeout_min={max(1, int(hours * 60))}"]
+        if launcher["executor"] == "submitit_slurm":
+            ov += [f"hydra.launcher.nodes={nodes}", f"hydra.launcher.gpus_per_node={gpus}",
+                   "hydra.launcher.tasks_per_node=1", f"hydra.launcher.cpus_per_task={launcher['cpus_per_task']}",
+                   "hydra.launcher.max_num_timeout=3"]
+            for k in ("partition", "account", "qos", "constraint", "mem_gb"):
+                if launcher.get(k):
+                    ov.append(f"hydra.launcher.{k}={launcher[k]}")
+            if launcher.get("setup"):
+                ov.append(f"hydra.launcher.setup=[{','.join(repr(s) for s in launcher['setup'])}]")
+        env = {**os.environ, "HARNESS_LAUNCHER": json.dumps(launcher)}
+        print("submitting:", " ".join(ov))
+        subprocess.run([sys.executable, "-m", "harness.cell_app", "-m", *ov], cwd=REPO_ROOT, env=env)
+    return sum(read_status(Path(d))["state"] != "complete" for d in cell_dirs)
+
+
+if __name__ == "__main__":
+    cell_job()

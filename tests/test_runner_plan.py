@@ -1,0 +1,55 @@
+"""Grids are data: every grid composes, and the plans have the cells and resources the paper needs."""
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main as cli
+from harness.config import ConfigError, load_config
+from harness.io import CONFIG_DIR
+from harness.runner import plan, validate
+
+GRIDS = sorted(p.stem for p in (CONFIG_DIR / "grid").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_every_grid_composes_and_plans(grid):
+    cfg = load_config("run", [f"grid={grid}"])
+    cells = plan(cfg.grid)
+    validate(cells)
+    assert cells, grid
+    assert len({c.cell_id for c in cells}) == len(cells)
+
+
+def test_paper_grid_dry_run_lists_nine_cells_with_resources(capsys, tmp_path):
+    assert cli(["run", "grid=paper", "dry_run=true", f"results_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.strip().startswith("[run ]")]
+    assert len(lines) == 9
+    # 32B: 8 nodes x 8 GPUs x 144 h (configs/grid/paper.yaml), 8B: 2 x 8 x 72
+    assert sum("qwen3_32b" in l and "8 node(s) x 8 GPU(s) x 144 h" in l for l in lines) == 3
+    assert sum("qwen3_8b" in l and "2 node(s) x 8 GPU(s) x 72 h" in l for l in lines) == 3
+    # totals: 3 x (2*8*72 + 4*8*96 + 8*8*144) = 3 x (1152 + 3072 + 9216) = 40320 GPU-hours
+    assert "9 cells to run, 40320 GPU-hours" in out
+    assert not any(tmp_path.iterdir()), "a dry run writes nothing"
+
+
+def test_rho_grid_dry_run_lists_twelve_cells(capsys, tmp_path):
+    assert cli(["run", "grid=rho", "dry_run=true", f"results_dir={tmp_path}"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("[run ]")]
+    assert len(lines) == 12
+    for v in ("top10", "top20", "top50", "full"):
+        assert sum(f"-{v}-" in l for l in lines) == 3
+
+
+def test_cell_ids_are_stable_and_follow_the_config():
+    a = [c.cell_id for c in plan(load_config("run", ["grid=paper"]).grid)]
+    b = [c.cell_id for c in plan(load_config("run", ["grid=paper"]).grid)]
+    assert a == b
+    changed = plan(load_config("run", ["grid=paper", "grid.train_overrides=[trainer.learning_rate=2e-6]"]).grid)
+    assert not set(a) & {c.cell_id for c in changed}
+
+
+def test_unknown_variant_in_a_grid_fails_before_compute(tmp_path):
+    with pytest.raises(ConfigError, match="variant"):
+        plan(load_config("run", ["grid=paper", "grid.variants=[top20,top33]"]).grid)
+    assert cli(["run", "grid=nosuchgrid", f"results_dir={tmp_path}"]) == 2
