@@ -9,7 +9,9 @@
    `math_verify.verify`. Fallback (documented deviation): if math-verify does not find them equal, the two
    strings are compared after a light normalisation (`normalize_answer`: spaces, `$`, `\\left/\\right`,
    `\\text{}`, `^\\circ`, a trailing period), so answers sympy cannot parse (text, descriptions of functions)
-   are still matched when written the same way as the gold.
+   are still matched when written the same way as the gold. Shortcuts that give math-verify's verdict without
+   sympy: equal normalised strings, and two plain decimal numbers (equal, or differing by > 1e-4 relative).
+   Identical (answer, gold) pairs in one call are checked once.
 3. Each sample has a wall-clock budget of `timeout_s`, enforced twice: an interval timer inside the worker
    (math-verify's own SIGALRM timeouts are switched off; they fail outside the main thread), and, for hangs in
    C code that no signal interrupts (e.g. a huge integer power), the parent kills the worker after
@@ -126,10 +128,29 @@ def _verify(answer: str, gold: str) -> bool:
     return bool(g and p and verify(g, p, timeout_seconds=None))
 
 
+_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+def _fast_verdict(answer: str, gold: str) -> bool | None:
+    """Verdicts that need no sympy: equal normalised strings, or two plain decimal numbers that are equal or
+    clearly different (relative difference > 1e-4; closer calls go to math-verify). None = undecided."""
+    a, g = normalize_answer(answer).replace(",", ""), normalize_answer(gold).replace(",", "")
+    if a and a == g:
+        return True
+    if _NUMBER_RE.fullmatch(a) and _NUMBER_RE.fullmatch(g):
+        x, y = float(a), float(g)
+        if x == y:
+            return True
+        if abs(x - y) > 1e-4 * max(1.0, abs(y)):
+            return False
+    return None
+
+
 def _check(answer: str, gold: str, timeout_s: float) -> tuple[bool, str]:
     """(correct, status) for one extracted answer; bounded by an interval timer of `timeout_s` seconds."""
-    if normalize_answer(answer) == normalize_answer(gold) and normalize_answer(gold):
-        return True, "ok"
+    fast = _fast_verdict(answer, gold)
+    if fast is not None:
+        return fast, "ok"
     old = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
@@ -312,8 +333,9 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
     if timeout_s <= 0:
         raise ValueError(f"score_math: timeout_s must be positive, got {timeout_s}")
     results: list[Score | None] = [None] * len(responses)
-    items: list[tuple[int, str, str]] = []
     extracted: list[str | None] = []
+    pairs: dict[tuple[str, str], int] = {}  # distinct (answer, gold) -> item index: each is checked once
+    pair_of: dict[int, int] = {}  # response index -> item index
     for i, (resp, gold) in enumerate(zip(responses, golds)):
         ans = extract_boxed(resp) if isinstance(resp, str) else None
         extracted.append(ans)
@@ -322,15 +344,16 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
         elif len(ans) > MAX_ANSWER_CHARS:
             results[i] = Score(False, ans[:MAX_ANSWER_CHARS], "error")
         else:
-            items.append((i, ans, _clean_gold(gold)))
+            pair_of[i] = pairs.setdefault((ans, _clean_gold(gold)), len(pairs))
+    items = [(j, a, g) for (a, g), j in pairs.items()]
     if items:
         workers = default_workers() if workers is None else workers
         if workers == 0:
-            verdicts = {i: _check(a, g, timeout_s) for i, a, g in items}
+            verdicts = {j: _check(a, g, timeout_s) for j, a, g in items}
         else:
             verdicts = get_pool(workers).run(items, timeout_s)
-        for i, _, _ in items:
-            correct, status = verdicts.get(i, (False, "error"))
+        for i, j in pair_of.items():
+            correct, status = verdicts.get(j, (False, "error"))
             results[i] = Score(bool(correct), extracted[i], status)
     return results  # type: ignore[return-value]
 

@@ -1,0 +1,1 @@
+"""The paper's six math benchmarks (lm-eval YAML tasks); shared code in utils.py."""
