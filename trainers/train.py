@@ -1,0 +1,294 @@
+"""`harness train ...`: one DAPO run with an entropy token mask into a run directory.
+
+`train(cfg) -> Path` validates the whole config before any model is loaded (ConfigError naming the problem and
+listing the valid choices), then writes into `cfg.out`:
+    config.yaml, provenance.json              resolved config and provenance (git hash, versions, host)
+    metrics.jsonl                             one line per optimiser step (docs/training.md lists the fields)
+    checkpoints/checkpoint-N/                 TRL checkpoints every `trainer.save_steps` steps (0 = none)
+    final/                                    save_pretrained layout of the final model + tokenizer
+    summary.json                              written last: steps, wall time, provenance
+    base_model/                               only for model=tiny: the random model it starts from
+`resume=true` continues from the last checkpoint in `out/checkpoints` (metrics lines after it are dropped);
+a run whose `final/` and `summary.json` exist is returned as it is.
+
+The trainer preset schema is `TrainerSpec` below; each field is documented in docs/training.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.config import ConfigError, require_choice, to_dict
+from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class TrainerSpec:
+    """A trainer preset (configs/trainer/*.yaml). Defaults are the paper's recipe; docs/training.md cites each."""
+    name: str = "custom"
+    prompts_per_rollout: int = 512  # prompts per generation batch
+    prompts_per_update: int = 32  # prompts per optimiser step (mini-batch)
+    num_generations: int = 16  # responses per prompt (G)
+    micro_batch_size: int = 16  # completions per forward/backward per device
+    num_iterations: int = 1  # passes over each rollout batch
+    max_steps: int = 1000  # optimiser steps
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "constant_with_warmup"
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_completion_length: int = 20480
+    temperature: float = 1.0
+    top_p: float = 1.0
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.28
+    dual_clip: float | None = 10.0
+    dynamic_sampling: bool = True
+    max_num_gen_batches: int = 10
+    overlong_buffer: int = 4096  # 0 = no overlong shaping
+    overlong_penalty: float = 1.0
+    mask_truncated: bool = False
+    mask_selection: str = "topk"
+    mask_scope: str = "local"
+    loss_normalizer: str = "selected"
+    scale_rewards: str = "group"
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    save_steps: int = 0  # 0 = only the final model
+    save_total_limit: int | None = None
+    report_to: str = "none"  # none | tensorboard | wandb (TRL's report_to)
+
+
+@dataclass
+class Plan:
+    """Everything `train` needs, checked before any model is loaded."""
+    out: Path
+    spec: TrainerSpec
+    dapo: Any  # trainers.dapo.DAPOOptions
+    model_path: str | None  # None: build the tiny model
+    model: dict
+    loader: Callable
+    reward: Callable
+    grad_accum: int
+    steps_per_generation: int
+
+
+def import_path(spec: str, what: str) -> Callable:
+    """`module:function` -> the function; ConfigError naming `what` when it cannot be imported."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ConfigError(f"{what}={spec!r} must be an import path 'module:function'")
+    mod, fn = spec.split(":")
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{what}={spec!r} cannot be imported: {e}") from e
+    if not callable(obj):
+        raise ConfigError(f"{what}={spec!r} is not callable")
+    return obj
+
+
+def _positive_int(spec: TrainerSpec, *names: str) -> None:
+    for n in names:
+        v = getattr(spec, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"trainer.{n}={v!r} must be a positive integer")
+
+
+def validate(cfg) -> Plan:
+    """Check every part of the config; raise ConfigError naming the first problem."""
+    from trainers.dapo import DAPOOptions
+
+    c = to_dict(cfg)
+    for key in ("out", "model", "trainer", "mask", "data", "seed"):
+        if c.get(key) is None:
+            raise ConfigError(f"{key} is required" + (" (the run directory: out=DIR)" if key == "out" else ""))
+    valid = [f.name for f in dataclasses.fields(TrainerSpec)]
+    unknown = sorted(set(c["trainer"]) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown trainer keys: {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    spec = TrainerSpec(**c["trainer"])
+    _positive_int(spec, "prompts_per_rollout", "prompts_per_update", "num_generations", "micro_batch_size",
+                  "num_iterations", "max_steps", "max_completion_length", "max_num_gen_batches")
+    for n in ("learning_rate", "temperature", "top_p", "epsilon_low", "epsilon_high", "max_grad_norm"):
+        v = getattr(spec, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"trainer.{n}={v!r} must be a positive number")
+    if spec.num_generations < 2:
+        raise ConfigError("trainer.num_generations must be >= 2 (group-relative advantages)")
+    if not 0 <= spec.overlong_buffer <= spec.max_completion_length:
+        raise ConfigError(f"trainer.overlong_buffer={spec.overlong_buffer} must be in [0, max_completion_length]")
+    if spec.save_steps < 0:
+        raise ConfigError(f"trainer.save_steps={spec.save_steps} must be >= 0 (0 = no intermediate checkpoints)")
+    require_choice(spec.scale_rewards, ("group", "batch", "none"), "trainer.scale_rewards")
+    require_choice(spec.report_to, ("none", "tensorboard", "wandb", "trackio"), "trainer.report_to")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if spec.prompts_per_rollout % spec.prompts_per_update:
+        raise ConfigError(f"trainer.prompts_per_rollout={spec.prompts_per_rollout} must be a multiple of "
+                          f"trainer.prompts_per_update={spec.prompts_per_update}")
+    per_update = spec.prompts_per_update * spec.num_generations
+    if per_update % (spec.micro_batch_size * world):
+        raise ConfigError(f"prompts_per_update * num_generations = {per_update} completions must be a multiple of "
+                          f"micro_batch_size * processes = {spec.micro_batch_size} * {world}")
+    if spec.prompts_per_rollout % world:
+        raise ConfigError(f"trainer.prompts_per_rollout={spec.prompts_per_rollout} must be a multiple of the "
+                          f"number of processes ({world}) so each rank holds whole prompt groups")
+    grad_accum = per_update // (spec.micro_batch_size * world)
+    steps_per_generation = grad_accum * (spec.prompts_per_rollout // spec.prompts_per_update)
+
+    m = c["mask"]
+    try:
+        dapo = DAPOOptions(mask_mode=m.get("mode"), mask_rho=m.get("rho"), mask_selection=spec.mask_selection,
+                           mask_scope=spec.mask_scope, loss_normalizer=spec.loss_normalizer,
+                           dual_clip=spec.dual_clip, dynamic_sampling=spec.dynamic_sampling,
+                           max_num_gen_batches=spec.max_num_gen_batches, seed=int(c["seed"]))
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+    model = c["model"]
+    require_choice(model.get("dtype", "float32"), DTYPES, "model.dtype")
+    path = model.get("path")
+    if not path and not model.get("tiny"):
+        raise ConfigError(model.get("path_hint") or f"model={model.get('name')}: model.path is required")
+    if path and str(path).startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        raise ConfigError(f"model.path={path} does not exist")
+
+    data = c["data"]
+    loader = import_path(data.get("loader"), "data.loader")
+    reward = import_path(data.get("reward"), "data.reward")
+    return Plan(Path(c["out"]), spec, dapo, str(Path(path).expanduser()) if path else None, model, loader, reward,
+                grad_accum, steps_per_generation)
+
+
+def grpo_args(plan: Plan, seed: int):
+    """TRL GRPOConfig from the validated plan."""
+    from trl import GRPOConfig
+
+    s = plan.spec
+    return GRPOConfig(
+        output_dir=str(plan.out / "checkpoints"),
+        seed=seed,
+        per_device_train_batch_size=s.micro_batch_size,
+        gradient_accumulation_steps=plan.grad_accum,
+        steps_per_generation=plan.steps_per_generation,
+        num_generations=s.num_generations,
+        num_iterations=s.num_iterations,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler_type,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        adam_beta1=s.adam_beta1,
+        adam_beta2=s.adam_beta2,
+        max_completion_length=s.max_completion_length,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=0,
+        loss_type="dapo",
+        beta=0.0,
+        epsilon=s.epsilon_low,
+        epsilon_high=s.epsilon_high,
+        scale_rewards=s.scale_rewards,
+        mask_truncated_completions=s.mask_truncated,
+        bf16=s.bf16,
+        **({"gradient_checkpointing": True} if s.gradient_checkpointing else {}),
+        use_vllm=s.use_vllm,
+        vllm_mode=s.vllm_mode,
+        save_strategy="steps" if s.save_steps else "no",
+        save_steps=s.save_steps or 500,
+        save_total_limit=s.save_total_limit,
+        logging_steps=1,
+        report_to=[] if s.report_to == "none" else [s.report_to],
+        disable_tqdm=True,
+        log_completions=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _prepare_out(plan: Plan, cfg, resume: bool) -> str | None:
+    """Create the run directory; return the checkpoint to resume from (or None)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = plan.out
+    metrics = out / "metrics.jsonl"
+    if metrics.exists() and not resume:
+        raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass resume=true or choose another out=")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = None
+    if resume and (out / "checkpoints").is_dir():
+        ckpt = get_last_checkpoint(str(out / "checkpoints"))
+    if metrics.exists():  # drop lines the resumed run will write again
+        last = int(Path(ckpt).name.split("-")[-1]) if ckpt else 0
+        atomic_write_jsonl(metrics, [r for r in read_jsonl(metrics) if r.get("step", 0) <= last])
+    from omegaconf import OmegaConf
+
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_json(out / "provenance.json", provenance(cfg, resumed_from=ckpt))
+    return ckpt
+
+
+def train(cfg) -> Path:
+    """Train one run into `cfg.out`; return the run directory."""
+    plan = validate(cfg)
+    out = plan.out
+    if cfg.get("resume") and (out / "summary.json").exists() and (out / "final").is_dir():
+        return out  # already complete
+    ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")))
+    t0 = time.time()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.dapo import DAPOTrainer
+    from trainers.rewards import overlong_reward
+
+    args = grpo_args(plan, int(cfg.seed))  # TRL's own checks run before the model is loaded
+    model_path = plan.model_path
+    if model_path is None:
+        from trainers.tiny import build_tiny
+
+        model_path = str(build_tiny(out / "base_model", **plan.model["tiny"]))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=getattr(torch, plan.model.get("dtype", "float32")),
+        **({"attn_implementation": plan.model["attn_implementation"]}
+           if plan.model.get("attn_implementation") else {}))
+    dataset = plan.loader(cfg.data)
+    rewards = [plan.reward]
+    s = plan.spec
+    if s.overlong_buffer:
+        rewards.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
+    plan.dapo.metrics_path = str(out / "metrics.jsonl")
+    trainer = DAPOTrainer(model=model, reward_funcs=rewards, args=args,
+                          train_dataset=dataset, processing_class=tokenizer, dapo=plan.dapo)
+    trainer.train(resume_from_checkpoint=ckpt)
+
+    final, tmp = out / "final", out / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic_write_json(out / "summary.json", provenance(
+        cfg, global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt))
+    return out
+
+
+def main(cfg) -> int:
+    path = train(cfg)
+    print(f"training run written to {path}")
+    return 0
