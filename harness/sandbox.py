@@ -9,6 +9,8 @@ How a program is contained (each run, one fresh process tree):
 - limits (setrlimit, applied in the child before exec): CPU seconds, address space (memory), file size,
   number of processes, open files, no core dumps; the parent enforces wall time and caps stdout/stderr,
   which it reads incrementally (a program printing gigabytes is killed once it passes the cap).
+- the interpreter runs with -E -s (no PYTHON* variables, no user site-packages); the work dir holds main.py
+  and the caller's `files`, importable by name.
 - scrubbed environment (PATH, LANG, HOME=the work dir, thread counts = 1; nothing of the caller's).
 - when running as root (the usual case in containers), the launcher (this file, run as a script) does, before
   exec:
@@ -294,7 +296,7 @@ def _classify(rc: int | None, stderr: str, why: str, limits: Limits) -> tuple[st
     sig = -rc if rc is not None and rc < 0 else (rc - 128 if rc is not None and rc > 128 else 0)
     if sig in (signal.SIGXCPU, signal.SIGKILL) and "MemoryError" not in stderr:
         return "timeout", f"killed by {signal.Signals(sig).name} (CPU limit {limits.cpu_s}s)"
-    if sig == signal.SIGXFSZ:
+    if sig == signal.SIGXFSZ or "File too large" in stderr:  # Python ignores SIGXFSZ: EFBIG instead
         return "output_limit", f"file size limit {limits.fsize_mb} MiB exceeded (SIGXFSZ)"
     if "MemoryError" in stderr or "Cannot allocate memory" in stderr:
         return "memory", f"memory limit {limits.memory_mb} MiB: {tail}"
@@ -382,7 +384,7 @@ def _launch(host: str) -> None:  # pragma: no cover - runs in the launcher proce
     for name in os.listdir(files_dir):
         with open(os.path.join(files_dir, name), "rb") as f:
             files[name] = f.read()
-    size = f"size={cfg['fsize_mb']}m"
+    size = f"size={2 * cfg['fsize_mb']}m"  # room for one file of the largest size
     if private_mounts:
         for target in ("/tmp", "/var/tmp", "/run/lock", "/dev/shm"):
             if os.path.isdir(target) and not _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
@@ -422,7 +424,7 @@ def _launch(host: str) -> None:  # pragma: no cover - runs in the launcher proce
         _setup_error(f"{type(e).__name__}: {e}")
     env = dict(cfg["env"], HOME=workdir)
     try:
-        os.execve(cfg["python"], [cfg["python"], "-I", "main.py"], env)
+        os.execve(cfg["python"], [cfg["python"], "-E", "-s", "main.py"], env)
     except OSError as e:
         _setup_error(f"cannot run {cfg['python']}: {e}")
 
