@@ -25,8 +25,8 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
 - the sandbox only receives the test inputs; the expected outputs stay in the harness, which compares them, so
   a program cannot report its own success.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: lm-eval executes this file as a module that is not yet in
+# sys.modules, and dataclasses cannot resolve string annotations then (CodeScore below).
 import base64
 import json
 import math
@@ -323,12 +323,12 @@ def _limits(n_tests: int, timeout_s: float, memory_mb: int) -> Limits:
 
 
 def run_tests(code: str, tests: list[dict], fn_name: str | None, timeout_s: float = TIMEOUT_S,
-              memory_mb: int = MEMORY_MB, allow_code_execution: bool | None = None) -> tuple[bool, str, str]:
+              memory_mb: int | None = None, allow_code_execution: bool | None = None) -> tuple[bool, str, str]:
     """Run `code` on every test in the sandbox: (all passed, status, reason)."""
     request = {"inputs": [t["input"] for t in tests], "fn_name": fn_name, "timeout_s": timeout_s,
                "preamble": PREAMBLE, "max_output": [2 * len(t["output"]) + 1000 for t in tests]}
     res = run_python(DRIVER, stdin=json.dumps(request), files={"solution.py": code},
-                     limits=_limits(len(tests), timeout_s, memory_mb), allow_code_execution=allow_code_execution)
+                     limits=_limits(len(tests), timeout_s, memory_mb or MEMORY_MB), allow_code_execution=allow_code_execution)
     lines = []
     for line in res.stdout.splitlines():
         try:
@@ -351,26 +351,39 @@ def run_tests(code: str, tests: list[dict], fn_name: str | None, timeout_s: floa
     return False, status, f"{res.status}: {res.reason}"
 
 
-def score(doc: dict, responses: list[str], timeout_s: float = TIMEOUT_S, workers: int | None = None,
+def _score_code(code: str | None, tests: list[dict], fn_name: str | None, test_timeout_s: float) -> CodeScore:
+    if code is None:
+        return CodeScore(False, None, "no_answer", "no fenced code block")
+    try:
+        ok, status, reason = run_tests(code, tests, fn_name, test_timeout_s, allow_code_execution=True)
+    except CodeExecutionNotAllowed:
+        raise
+    except Exception as e:  # noqa: BLE001 - a harness-side failure on one sample is that sample's error
+        ok, status, reason = False, "error", f"sandbox: {type(e).__name__}: {e}"
+    return CodeScore(ok, code, status, reason)
+
+
+def score_batch(docs: list[dict], responses: list[list[str]], test_timeout_s: float = TIMEOUT_S,
+                workers: int | None = None, allow_code_execution: bool | None = None) -> list[list[CodeScore]]:
+    """`score` over many problems at once: all responses share one pool of `workers` sandbox runs."""
+    require_opt_in(allow_code_execution)
+    jobs = []
+    for d, rs in zip(docs, responses):
+        tests, fn_name = tests_of(d)
+        jobs += [(extract_code(r), tests, fn_name) for r in rs]
+    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as ex:
+        flat = list(ex.map(lambda j: _score_code(*j, test_timeout_s), jobs))
+    out, i = [], 0
+    for rs in responses:
+        out.append(flat[i:i + len(rs)])
+        i += len(rs)
+    return out
+
+
+def score(doc: dict, responses: list[str], test_timeout_s: float = TIMEOUT_S, workers: int | None = None,
           allow_code_execution: bool | None = None) -> list[CodeScore]:
     """The task scorer (metadata.scorer): each response's last code block against all of the doc's tests.
 
     Raises CodeExecutionNotAllowed (before running anything) without the opt-in (HF_ALLOW_CODE_EVAL=1)."""
-    require_opt_in(allow_code_execution)
-    tests, fn_name = tests_of(doc)
-    codes = [extract_code(r) for r in responses]
-
-    def one(code: str | None) -> CodeScore:
-        if code is None:
-            return CodeScore(False, None, "no_answer", "no fenced code block")
-        try:
-            ok, status, reason = run_tests(code, tests, fn_name, timeout_s, allow_code_execution=True)
-        except CodeExecutionNotAllowed:
-            raise
-        except Exception as e:  # noqa: BLE001 - a harness-side failure on one sample is that sample's error
-            ok, status, reason = False, "error", f"sandbox: {type(e).__name__}: {e}"
-        return CodeScore(ok, code, status, reason)
-
-    workers = workers or max(1, len(os.sched_getaffinity(0)))
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(codes)))) as ex:
-        return list(ex.map(one, codes))
+    return score_batch([doc], [responses], test_timeout_s, workers, allow_code_execution)[0]

@@ -1,0 +1,157 @@
+"""LiveCodeBench task: data decoding, window, prompt, code extraction, LCB's comparisons, and the scorer on
+hand-written problems of both kinds (tests/fixtures/livecodebench.jsonl) with right, wrong and hostile code."""
+import base64
+import json
+import pickle
+import zlib
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from harness.sandbox import CodeExecutionNotAllowed
+from harness.tasks.code import utils as U
+
+FIXTURE = Path(__file__).parent / "fixtures" / "livecodebench.jsonl"
+
+
+def _rows():
+    return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return {d["question_id"]: d for d in U.process_docs(Dataset.from_list(_rows()))}
+
+
+def fence(code: str) -> str:
+    return f"Let me think.\n```python\n{code}\n```\n"
+
+
+# ---------------------------------------------------------------- data
+
+def test_compressed_private_tests_decode_like_the_dataset():
+    tests = [{"input": "1\n", "output": "2\n", "testtype": "stdin"}]
+    field = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(tests)))).decode()
+    assert U.decode_tests(field) == tests
+    assert U.decode_tests(json.dumps(tests)) == tests
+    row = _rows()[0]  # abc999_a: 1 public + 2 compressed private tests
+    tests, fn = U.tests_of(row)
+    assert fn is None and len(tests) == 3 and tests[2]["output"] == "2000000000\n0\n-1\n"
+
+
+def test_window_keeps_the_papers_dates(docs):
+    # fixture dates: 2024-09-14, 2024-11-02, 2024-12-07 inside [2024-08-01, 2025-02-01); 2023-07-02 outside
+    assert sorted(docs) == ["1999A", "3999", "abc999_a"]
+    assert len(U.process_all(Dataset.from_list(_rows()))) == 4
+    with pytest.raises(ValueError, match="no problem with contest_date"):
+        U.window_docs("2030-01-01", None)(Dataset.from_list(_rows()))
+    assert docs["3999"]["gold"] == "3 tests, functional sortPairs"
+    assert docs["abc999_a"]["problem"].startswith("You are given T lines")
+
+
+def test_bad_rows_fail_before_generation():
+    row = dict(_rows()[2], metadata="{}")  # functional tests without func_name
+    with pytest.raises(ValueError, match="func_name"):
+        U.tests_of(row)
+
+
+def test_prompt_has_starter_code_or_stdin_instructions(docs):
+    p = U.doc_to_text(docs["3999"])
+    assert p.startswith("User:\n### Question:\n") and "def sortPairs" in p and p.endswith("Assistant:\n")
+    assert "Read the inputs from stdin" in U.doc_to_text(docs["abc999_a"])
+
+
+def test_extract_last_complete_code_block():
+    r = "```python\nprint(1)\n```\ntext\n```\nprint(2)\n```\n```python\nprint(3)"  # last block unclosed
+    assert U.extract_code(r) == "print(2)"
+    assert U.extract_code("no code here") is None
+    assert U.extract_code("```python\n\n```") is None
+
+
+def test_lcb_comparisons():
+    assert U.stdout_matches("3 \n7\n\n", "3\n7\n")  # stripped lines
+    assert U.stdout_matches("1.50\n", "1.5\n")  # decimals: 1.50 == 1.5
+    assert not U.stdout_matches("2.3333333\n", "2.333333\n")  # decimals are exact, not approximate
+    assert not U.stdout_matches("3\n", "3\n7\n")
+    assert U.return_matches("[1, 2]", "[1, 2]") and not U.return_matches("[2, 1]", "[1, 2]")
+    assert not U.return_matches("not json", "1")
+
+
+# ---------------------------------------------------------------- scoring in the sandbox
+
+SUM_OK = "T=int(input())\nfor _ in range(T):\n    a,b=map(int,input().split())\n    print(a+b)"
+SUM_WRONG = SUM_OK.replace("a+b", "a-b")
+MEAN_OK = "import sys\nd=sys.stdin.read().split()\nn=int(d[0])\nprint(f'{sum(map(int,d[1:n+1]))/n:.6f}')"
+MEAN_FLOAT = "n=int(input())\nprint(sum(map(int,input().split()))/n)"  # 2.3333333333333335 != 2.333333
+SORT_OK = ("class Solution:\n    def sortPairs(self, nums: List[int], k: int) -> List[int]:\n"
+           "        return tuple(sorted(nums)[:k])")  # a tuple is accepted as a list (LCB)
+SORT_WRONG = "class Solution:\n    def sortPairs(self, nums, k):\n        return sorted(nums)[-k:]"
+
+
+def test_scores_both_kinds(docs):
+    s = U.score(docs["abc999_a"], [fence(SUM_OK), fence(SUM_WRONG), "no code"], allow_code_execution=True)
+    assert [x.correct for x in s] == [True, False, False]
+    assert [x.status for x in s] == ["ok", "ok", "no_answer"]
+    assert s[1].reason == "test 0: wrong answer" and s[0].extracted == SUM_OK
+    s = U.score(docs["1999A"], [fence(MEAN_OK), fence(MEAN_FLOAT)], allow_code_execution=True)
+    assert [x.correct for x in s] == [True, False]
+    s = U.score(docs["3999"], [fence(SORT_OK), fence(SORT_WRONG)], allow_code_execution=True)
+    assert [x.correct for x in s] == [True, False]
+
+
+def test_private_tests_count(docs):
+    # passes the public test (2 lines) but breaks on the private one with 3 lines
+    only_two = "input()\nfor _ in range(2):\n    a,b=map(int,input().split())\n    print(a+b)"
+    s = U.score(docs["abc999_a"], [fence(only_two)], allow_code_execution=True)[0]
+    assert not s.correct and s.status == "error" and s.reason.startswith("test 1:")
+
+
+HOSTILE = {
+    "infinite_loop": ("while True:\n    pass", "timeout"),
+    "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "timeout"),
+    "memory_bomb": ("x = []\nwhile True:\n    x.append(bytearray(50 << 20))", "error"),
+    "syntax_error": ("def f(:\n    pass", "error"),
+    "exit_early": ("import os\nos._exit(0)", "ok"),  # prints nothing: wrong answer
+    "print_gigabytes": ("import sys\nb='x'*(1<<20)\nwhile True:\n    sys.stdout.write(b)", "error"),
+    # in a pid namespace the driver is pid 1, which ignores signals from inside: the test just prints nothing
+    "kill_driver": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", ("ok", "error")),
+}
+
+
+def test_hostile_responses_are_failures_with_reasons(docs, monkeypatch):
+    monkeypatch.setattr(U, "MEMORY_MB", 256)
+    names = list(HOSTILE)
+    s = U.score(docs["abc999_a"], [fence(HOSTILE[n][0]) for n in names], test_timeout_s=3.0, workers=4,
+                allow_code_execution=True)
+    for name, sc in zip(names, s):
+        assert not sc.correct, name
+        want = HOSTILE[name][1]
+        assert sc.status in (want if isinstance(want, tuple) else (want,)), (name, sc)
+        assert sc.reason, name
+    assert "MemoryError" in s[names.index("memory_bomb")].reason
+    assert "compile" in s[names.index("syntax_error")].reason
+
+
+def test_refuses_without_opt_in(docs, monkeypatch):
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
+    with pytest.raises(CodeExecutionNotAllowed):
+        U.score(docs["abc999_a"], [fence(SUM_OK)])
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")
+    assert U.score(docs["abc999_a"], [fence(SUM_OK)])[0].correct
+
+
+# ---------------------------------------------------------------- the lm-eval task
+
+def test_task_yaml_loads_from_a_data_file(tmp_path):
+    from harness.evaluation.tasks import build_task, expand_tasks, task_info
+
+    assert expand_tasks("ood") == ["livecodebench", "gpqa_diamond"]
+    assert task_info("livecodebench").scorer == "harness.tasks.code.utils:score"
+    (tmp_path / "livecodebench.jsonl").write_text(FIXTURE.read_text())  # what data_dir=DIR reads
+    task = build_task("livecodebench", k=2, temperature=1.0, top_p=1.0, max_gen_toks=64, data_dir=tmp_path)
+    docs = list(task.test_docs())
+    assert len(docs) == 3  # the 2023 problem is outside the window
+    assert task.doc_to_text(docs[0]).startswith("User:\n### Question:")
+    scores = U.score_batch(docs[:1], [[fence(SUM_OK), fence(SUM_WRONG)]], allow_code_execution=True)
+    assert [s.correct for s in scores[0]] == [True, False]
