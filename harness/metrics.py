@@ -63,10 +63,11 @@ def bootstrap_ci(values: Sequence[float], iters: int = 2000, confidence: float =
 
 
 def per_problem_metrics(correct: Sequence[Sequence[bool]], extracted: Sequence[Sequence[str | None]],
-                        lengths: Sequence[Sequence[int]], truncated: Sequence[Sequence[bool]],
+                        lengths: Sequence[Sequence[int]], truncated: Sequence[Sequence[bool]] | None,
                         ks: Sequence[int]) -> dict[tuple[str, int], list[float]]:
     """(metric, k) -> one value per problem. `correct[p][s]` etc. are per problem p and sample s; rates in
-    [0, 1] here (scaled to percent by `summarize`)."""
+    [0, 1] here (scaled to percent by `summarize`). `truncated=None` (unknown, e.g. replayed outputs without
+    a generation limit) leaves the truncated share out."""
     n = {len(c) for c in correct}
     if len(n) != 1:
         raise ValueError(f"every problem needs the same number of samples, got counts {sorted(n)}")
@@ -79,13 +80,14 @@ def per_problem_metrics(correct: Sequence[Sequence[bool]], extracted: Sequence[S
         out[("pass@k", k)] = [pass_at_k(n_samples, int(sum(c)), k) for c in correct]
     out[("maj@k", n_samples)] = [float(majority_correct(e, c)) for e, c in zip(extracted, correct)]
     out[("len@k", n_samples)] = [float(np.mean(l)) for l in lengths]
-    out[("truncated", n_samples)] = [float(np.mean(t)) for t in truncated]
+    if truncated is not None:
+        out[("truncated", n_samples)] = [float(np.mean(t)) for t in truncated]
     out[("no_answer", n_samples)] = [sum(e is None for e in ex) / n_samples for ex in extracted]
     return out
 
 
 def summarize(correct: Sequence[Sequence[bool]], extracted: Sequence[Sequence[str | None]],
-              lengths: Sequence[Sequence[int]], truncated: Sequence[Sequence[bool]],
+              lengths: Sequence[Sequence[int]], truncated: Sequence[Sequence[bool]] | None,
               ks: Sequence[int] = (1, 2, 4, 8, 16), iters: int = 2000, confidence: float = 0.95,
               seed: int = 0) -> list[dict]:
     """Rows `metric, k, value, ci_low, ci_high, n_problems, n_samples` (rates in percent, lengths in tokens)."""

@@ -1,0 +1,88 @@
+"""Generation backends: lm-eval model objects for `hf` (CPU or one GPU, also a model already in memory) and
+`vllm` (GPUs, tensor and data parallel). `replay` needs no model (harness/evaluation/replay.py).
+
+Both are checked before any generation: prompt + max_gen_toks must fit the model's context (lm-eval would
+otherwise left-truncate the prompt silently on hf, or fail late on vLLM).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(model: str) -> str:
+    """A training run directory (with final/) -> its final model; otherwise the path or hub id unchanged."""
+    p = Path(model).expanduser()
+    if p.is_dir() and not (p / "config.json").exists() and (p / "final" / "config.json").exists():
+        return str(p / "final")
+    return str(p) if p.exists() else model
+
+
+def make_hf(model: Any, tokenizer: Any = None, *, batch_size: int = 16, device: str | None = None,
+            dtype: str = "auto", max_length: int | None = None):
+    """lm-eval's HFLM around a path / hub id, or around an in-memory PreTrainedModel (then `tokenizer` is
+    required and the model stays on its device)."""
+    import torch
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, str):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        path = resolve_model_path(model)
+        return HFLM(pretrained=path, tokenizer=tokenizer if tokenizer is not None else path,
+                    batch_size=batch_size, device=device, dtype=dtype, max_length=max_length)
+    if tokenizer is None:
+        raise ValueError("evaluate(): an in-memory model needs tokenizer=")
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise ValueError("evaluate(): the tokenizer has no pad token (needed for batched generation)")
+    was_training = model.training
+    model.eval()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+    lm._harness_restore_training = was_training  # the caller (a trainer) gets its mode back after evaluate()
+    return lm
+
+
+def make_vllm(model: str, tokenizer: str | None = None, *, tensor_parallel_size: int = 1,
+              data_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
+              dtype: str = "auto", seed: int = 0, max_gen_toks: int = 20480, **kwargs):
+    """lm-eval's VLLM. The sampling seed is the engine's (`seed`), never one inside the generation kwargs."""
+    from lm_eval.models.vllm_causallms import VLLM
+
+    if not isinstance(model, str):
+        raise ValueError("backend=vllm needs a model path or hub id, not an in-memory model")
+    path = resolve_model_path(model)
+    return VLLM(pretrained=path, tokenizer=tokenizer or path, tensor_parallel_size=tensor_parallel_size,
+                data_parallel_size=data_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len, dtype=dtype, seed=seed, max_gen_toks=max_gen_toks, **kwargs)
+
+
+def lm_tokenizer(lm) -> Any:
+    return getattr(lm, "tokenizer", None)
+
+
+def check_context(lm, task_name: str, prompts: list[str], max_gen_toks: int) -> int:
+    """Raise ValueError if the longest prompt + max_gen_toks exceeds the model's context; return that prompt's
+    length in tokens."""
+    longest = max((len(lm.tok_encode(p)) for p in prompts), default=0)
+    limit = int(lm.max_length)
+    if longest + max_gen_toks > limit:
+        raise ValueError(f"task {task_name}: longest prompt ({longest} tokens) + max_gen_toks ({max_gen_toks}) = "
+                         f"{longest + max_gen_toks} exceeds the model's context ({limit} tokens); lower "
+                         "generation.max_gen_toks or raise the context (hf.max_length / vllm.max_model_len)")
+    return longest
+
+
+def token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    """Response lengths in tokens by re-encoding the decoded text (no special tokens). This can differ by a
+    token or two from the generated sequence (tokenisation is not always unique); stated in docs/evaluation.md."""
+    if not texts:
+        return []
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(e) for e in enc]
+
+
+def restore(lm) -> None:
+    if getattr(lm, "_harness_restore_training", False):
+        lm.model.train()

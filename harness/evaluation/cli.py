@@ -1,0 +1,52 @@
+"""`harness eval` and `harness tasks`: thin entry points over `evaluate()` and `list_tasks()`."""
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import ConfigError
+
+
+def _kwargs(cfg: DictConfig) -> dict:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if not c.get("out"):
+        raise ConfigError("out=DIR is required (where summary.csv and the per-benchmark files go)")
+    tasks = c["tasks"]
+    return dict(
+        model=c.get("model"), tasks=tasks if isinstance(tasks, str) else list(tasks), out_dir=c["out"],
+        backend=c["backend"], k=int(c["k"]), tokenizer=c.get("tokenizer"), data_dir=c.get("data_dir"),
+        limit=c.get("limit"), temperature=float(c["generation"]["temperature"]),
+        top_p=float(c["generation"]["top_p"]), max_gen_toks=c["generation"].get("max_gen_toks"),
+        seed=int(c["seed"]), pass_ks=tuple(c["pass_ks"]), timeout_s=float(c["scoring"]["timeout_s"]),
+        bootstrap_iters=int(c["bootstrap"]["iters"]), confidence=float(c["bootstrap"]["confidence"]),
+        replay_file=c.get("replay_file"), model_name=c.get("model_name"),
+        allow_code_execution=bool(c.get("allow_code_execution")),
+        hf_options={k: v for k, v in c["hf"].items() if v is not None},
+        vllm_options={k: v for k, v in c["vllm"].items() if v is not None}, config=c)
+
+
+def main(cfg: DictConfig) -> int:
+    from harness.evaluation.core import evaluate
+
+    kwargs = _kwargs(cfg)
+    try:
+        df = evaluate(**kwargs)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from e
+    show = df[df.metric.isin(["avg@k", "len@k"]) | ((df.metric == "pass@k") & (df.k == 1))]
+    print(show.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    print(f"wrote {kwargs['out_dir']}/summary.csv", file=sys.stderr)
+    return 0
+
+
+def tasks_main(cfg: DictConfig) -> int:
+    from harness.evaluation.tasks import list_tasks
+
+    rows = list_tasks(data_dir=cfg.get("data_dir"))
+    cols = ["task", "size", "version", "groups", "source", "scorer"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
