@@ -163,10 +163,10 @@ def run_python(main: str, stdin: str | bytes = b"", files: dict[str, str] | None
                                 start_new_session=True, close_fds=True, env={"PATH": "/usr/bin:/bin"})
         out, err, why = _communicate(proc, stdin_b, limits)
         rc = proc.returncode
-        if uid is not None:
-            _kill_uid(uid)  # anything the program left behind (outside a pid namespace, e.g. after setsid)
-        wall = time.monotonic() - t0
         iso = _read_isolation(host)
+        if uid is not None and (why or "pidns" not in iso):
+            _kill_uid(uid)  # anything left behind: no pid namespace (setsid escapes the group), or a kill race
+        wall = time.monotonic() - t0
     finally:
         shutil.rmtree(host, ignore_errors=True)
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
