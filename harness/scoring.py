@@ -129,14 +129,17 @@ def _verify(answer: str, gold: str) -> bool:
 
 
 _NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 
 
 def _fast_verdict(answer: str, gold: str) -> bool | None:
     """Verdicts that need no sympy: equal normalised strings, or two plain decimal numbers that are equal or
     clearly different (relative difference > 1e-4; closer calls go to math-verify). None = undecided."""
-    a, g = normalize_answer(answer).replace(",", ""), normalize_answer(gold).replace(",", "")
+    a, g = normalize_answer(answer), normalize_answer(gold)
     if a and a == g:
         return True
+    a, g = _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), a), _THOUSANDS_RE.sub(
+        lambda m: m.group(0).replace(",", ""), g)  # 1,000 -> 1000, but a list 27,54 stays a list
     if _NUMBER_RE.fullmatch(a) and _NUMBER_RE.fullmatch(g):
         x, y = float(a), float(g)
         if x == y:

@@ -72,3 +72,9 @@ def test_bad_arguments_fail_loudly():
         score_math(["a", "b"], ["1"])
     with pytest.raises(ValueError, match="timeout_s"):
         score_math(["a"], ["1"], timeout_s=0)
+
+
+def test_thousands_separators_and_lists():
+    scores = score_math(["\\boxed{1000}", "\\boxed{2754108}", "\\boxed{1,000}"], ["1,000", "27,54,108", "1000"],
+                        workers=0)
+    assert [s.correct for s in scores] == [True, False, True]

@@ -7,8 +7,9 @@ context length (longest prompt + max_gen_toks) is checked before any generation.
 Deviations and choices, stated:
 - Generation is lm-eval's (`lm_eval.evaluator.evaluate` with `log_samples=True`); lm-eval's own metrics are not
   used: every raw response of the k repeats is scored by the task's `metadata.scorer`.
-- len@k re-tokenises each decoded response with the model's tokenizer (it can differ from the generated count by
-  a token or two); `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
+- len@k re-tokenises each decoded response with the model's tokenizer, capped at max_gen_toks (lm-eval returns
+  text only; re-encoding can differ from the generated count by a token or two, more for invalid UTF-8 from a
+  random model); `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
   else the `tokenizer` given, else whitespace-separated words (`length_unit` in the results JSON says which);
   `truncated` only when max_gen_toks is given.
 """
@@ -172,7 +173,7 @@ def _collect_generated(model, built, backend, tokenizer, limit, seed, hf_opts, v
         docs = [s["doc"] for s in samples]
         responses = [list(s["resps"][0]) for s in samples]  # the raw k responses (repeats) of the one request
         flat = [r for rs in responses for r in rs]
-        lens = backends.token_lengths(tok, flat)
+        lens = [min(n, gen_len[name]) for n in backends.token_lengths(tok, flat)]
         lengths = _regroup(lens, responses)
         out[name] = {"docs": docs, "responses": responses, "prompts": [s["arguments"][0][0] for s in samples],
                      "lengths": lengths, "truncated": [[n >= gen_len[name] for n in ls] for ls in lengths],

@@ -1,0 +1,119 @@
+"""The task folder: every task follows the plug-in contract; every gold of the six math benchmarks, replayed as
+\\boxed{gold}, scores 100% and a wrong answer 0%, problem by problem (through backend=replay)."""
+import json
+import re
+
+import pytest
+
+from harness.evaluation import evaluate
+from harness.evaluation.tasks import expand_tasks, list_tasks, load_scorer, raw_config, task_info, task_manager
+from harness.io import read_jsonl
+from harness.scoring import Score
+from harness.tasks.math.utils import gold_of, problem_of
+
+MATH = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]
+SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva_math": 272, "olympiadbench": 675}
+
+
+def test_math_group_is_the_six():
+    assert expand_tasks("math") == MATH
+    assert expand_tasks(["aime24", "math"]) == MATH  # no duplicates, order kept
+    assert expand_tasks("aime25,amc23") == ["aime25", "amc23"]
+    with pytest.raises(ValueError, match="unknown task or group 'aime2024'.*groups: .*math"):
+        expand_tasks("aime2024")
+
+
+def test_every_task_in_the_folder_follows_the_contract():
+    from lm_eval.tasks._index import Kind
+
+    leaves = [n for n, e in task_manager().task_index.items() if e.kind == Kind.TASK]
+    assert set(MATH) <= set(leaves)
+    for name in leaves:
+        info = task_info(name)  # raises without metadata.scorer / metadata.version
+        fn, _ = load_scorer(info.scorer)
+        assert callable(fn), name
+        assert raw_config(name)["output_type"] == "generate_until", name
+
+
+def test_list_tasks_gives_size_source_version(math_data_dir):
+    rows = {r["task"]: r for r in list_tasks(data_dir=math_data_dir)}
+    for name in MATH:
+        assert rows[name]["size"] == SIZES[name]
+        assert rows[name]["version"] is not None and rows[name]["source"]
+        assert "math" in rows[name]["groups"].split(",")
+
+
+def test_gold_normalisation_per_benchmark():
+    assert gold_of({"answer": 27.0}) == "27"  # AMC floats
+    assert gold_of({"answer": "025"}) == "025"  # AIME keeps its text; math-verify compares the values
+    assert gold_of({"final_answer": ["$69$,$84$"]}) == "69,84"  # OlympiadBench, several answers
+    assert gold_of({"solution": "so $x=\\boxed{1.6}$ cm"}) == "1.6"  # Minerva: last box of the solution
+    with pytest.raises(ValueError, match="no gold"):
+        gold_of({"solution": "no box"})
+
+
+def _wrong(gold: str) -> str:
+    # a numeric gold gets gold + 1; anything else a number no benchmark uses
+    g = gold.strip()
+    if re.fullmatch(r"-?\d+", g):
+        return str(int(g) + 1)
+    return "9999991"
+
+
+def test_every_gold_scores_100_and_a_wrong_answer_0(math_data_dir, tmp_path):
+    lines = []
+    for name in MATH:
+        with open(math_data_dir / f"{name}.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(x) for x in f if x.strip()]
+        assert len(rows) == SIZES[name]
+        for row in rows:
+            gold = gold_of(row)
+            lines.append({"task": name, "problem": problem_of(row),
+                          "responses": [f"Reasoning... so the answer is $\\boxed{{{gold}}}$.",
+                                        f"The answer is \\boxed{{{_wrong(gold)}}}"]})
+    replay_file = tmp_path / "golds.jsonl"
+    replay_file.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "out"
+    df = evaluate(tasks="math", backend="replay", replay_file=replay_file, data_dir=math_data_dir, out_dir=out,
+                  k=2, bootstrap_iters=100)
+    for name in MATH:
+        samples = read_jsonl(out / f"samples_{name}.jsonl")
+        assert len(samples) == SIZES[name]
+        bad = [(s["gold"], s["extracted"], s["correct"]) for s in samples if s["correct"] != [True, False]]
+        assert not bad, f"{name}: {len(bad)} problems misjudged, e.g. {bad[:3]}"
+        row = df[(df.benchmark == name) & (df.metric == "avg@k")].iloc[0]
+        assert row.value == pytest.approx(50.0) and row.n_problems == SIZES[name] and row.n_samples == 2
+
+
+def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, tmp_path):
+    rows = [json.loads(x) for x in open(math_data_dir / "aime24.jsonl", encoding="utf-8")][:5]
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps({"task": "aime24", "problem": problem_of(r),
+                                     "responses": [f"\\boxed{{{gold_of(r)}}}", "none", "\\boxed{1}"]}) + "\n"
+                         for r in rows))
+    first = evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir,
+                     out_dir=tmp_path / "a", k=3, bootstrap_iters=50)
+    again = evaluate(tasks="aime24", backend="replay", replay_file=tmp_path / "a" / "samples_aime24.jsonl",
+                     data_dir=math_data_dir, out_dir=tmp_path / "b", k=3, bootstrap_iters=50)
+    assert first.value.tolist() == again.value.tolist()
+    result = json.loads((tmp_path / "a" / "results_aime24.json").read_text())
+    assert result["counts"]["n_missing"] == 25 and result["counts"]["length_unit"].startswith("words")
+    assert result["provenance"]["task_versions"] == {"aime24": 1}
+    # a problem that is not in the benchmark is an error, named
+    f.write_text(json.dumps({"task": "aime24", "problem": "What is 1+1?", "responses": ["2"]}) + "\n")
+    with pytest.raises(ValueError, match="not in the benchmark"):
+        evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir, k=1)
+
+
+def test_missing_data_file_fails_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="aime24.jsonl"):
+        evaluate("no-such-model", tasks="aime24", data_dir=tmp_path, k=1)
+
+
+def test_math_scorer_contract():
+    fn, batch = load_scorer("harness.tasks.math.utils:score")
+    doc = {"problem": "p", "gold": "\\frac{1}{2}"}
+    scores = fn(doc, ["\\boxed{0.5}", "no"])
+    assert scores == [Score(True, "0.5", "ok"), Score(False, None, "no_answer")]
+    assert batch([doc, {"problem": "q", "gold": "3"}], [["\\boxed{0.5}"], ["\\boxed{4}"]]) == [
+        [Score(True, "0.5", "ok")], [Score(False, "4", "ok")]]
