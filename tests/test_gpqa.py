@@ -71,3 +71,21 @@ def test_task_yaml_loads_from_a_data_file(tmp_path):
     docs = list(task.test_docs())
     assert len(docs) == 3 and all(d["gold"] in "ABCD" for d in docs)
     assert "(A) " in task.doc_to_text(docs[0])
+
+
+def test_replay_end_to_end_through_evaluate(tmp_path, docs):
+    from harness.evaluation import evaluate
+
+    (tmp_path / "gpqa_diamond.jsonl").write_text(FIXTURE.read_text())
+    lines = []
+    for i, d in enumerate(docs):  # shares right per problem: 2/2, 1/2, 0/2
+        wrong = next(x for x in "ABCD" if x != d["gold"])
+        resp = [[d["gold"], d["gold"]], [d["gold"], wrong], [wrong, wrong]][i]
+        lines.append({"task": "gpqa_diamond", "problem": d["problem"],
+                      "responses": [f"... so the answer is \\boxed{{{x}}}" for x in resp]})
+    rf = tmp_path / "replay.jsonl"
+    rf.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    df = evaluate(tasks="gpqa_diamond", backend="replay", replay_file=rf, k=2, data_dir=tmp_path,
+                  pass_ks=(1, 2), bootstrap_iters=50, out_dir=tmp_path / "out")
+    assert df[(df.metric == "avg@k") & (df.k == 2)].value.item() == pytest.approx(50.0)  # (1 + 0.5 + 0) / 3
+    assert df[(df.metric == "pass@k") & (df.k == 2)].value.item() == pytest.approx(200 / 3)

@@ -155,3 +155,37 @@ def test_task_yaml_loads_from_a_data_file(tmp_path):
     assert task.doc_to_text(docs[0]).startswith("User:\n### Question:")
     scores = U.score_batch(docs[:1], [[fence(SUM_OK), fence(SUM_WRONG)]], allow_code_execution=True)
     assert [s.correct for s in scores[0]] == [True, False]
+
+
+def test_replay_end_to_end_through_evaluate(tmp_path, monkeypatch):
+    """backend=replay: saved responses -> the same scorer -> avg@k / pass@k rows and a samples file."""
+    import pandas as pd
+
+    from harness.evaluation import evaluate
+
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
+    (tmp_path / "livecodebench.jsonl").write_text(FIXTURE.read_text())
+    rows = {r["question_id"]: r for r in _rows()}
+    replay = [  # abc999_a: 1 of 2 right; 3999: 2 of 2 right; 1999A: 0 of 2 (one without code)
+        {"task": "livecodebench", "problem": rows["abc999_a"]["question_content"],
+         "responses": [fence(SUM_OK), fence(SUM_WRONG)]},
+        {"task": "livecodebench", "problem": rows["3999"]["question_content"],
+         "responses": [fence(SORT_OK), fence(SORT_OK)]},
+        {"task": "livecodebench", "problem": rows["1999A"]["question_content"],
+         "responses": [fence(MEAN_FLOAT), "I cannot solve this."]},
+    ]
+    rf = tmp_path / "replay.jsonl"
+    rf.write_text("".join(json.dumps(r) + "\n" for r in replay))
+    kw = dict(tasks="livecodebench", backend="replay", replay_file=rf, k=2, data_dir=tmp_path, pass_ks=(1, 2),
+              bootstrap_iters=50)
+    with pytest.raises(CodeExecutionNotAllowed):
+        evaluate(**kw, out_dir=tmp_path / "refused")
+    df = evaluate(**kw, out_dir=tmp_path / "out", allow_code_execution=True)
+    avg = df[(df.metric == "avg@k") & (df.k == 2)].value.item()
+    pass2 = df[(df.metric == "pass@k") & (df.k == 2)].value.item()
+    assert avg == pytest.approx(100 * (0.5 + 1.0 + 0.0) / 3)  # mean over problems of the share right
+    assert pass2 == pytest.approx(100 * 2 / 3)  # two of three problems solved at least once
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples_livecodebench.jsonl").read_text().splitlines()]
+    statuses = {s["problem"][:10]: s["status"] for s in samples}
+    assert ["ok", "no_answer"] in statuses.values()
+    assert pd.read_csv(tmp_path / "out" / "summary.csv").benchmark.eq("livecodebench").all()
