@@ -14,7 +14,7 @@ def _kwargs(cfg: DictConfig) -> dict:
         raise ConfigError("out=DIR is required (where summary.csv and the per-benchmark files go)")
     tasks = c["tasks"]
     return dict(
-        model=c.get("model"), tasks=tasks if isinstance(tasks, str) else list(tasks), out_dir=c["out"],
+        model=c.get("checkpoint"), tasks=tasks if isinstance(tasks, str) else list(tasks), out_dir=c["out"],
         backend=c["backend"], k=int(c["k"]), tokenizer=c.get("tokenizer"), data_dir=c.get("data_dir"),
         limit=c.get("limit"), temperature=float(c["generation"]["temperature"]),
         top_p=float(c["generation"]["top_p"]), max_gen_toks=c["generation"].get("max_gen_toks"),

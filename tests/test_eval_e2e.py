@@ -1,0 +1,87 @@
+"""A tiny random model evaluated end to end on the CPU through lm-eval's hf backend (k = 4), from a path, from
+memory and from the command line; its samples file replays to the same numbers."""
+import json
+
+import pandas as pd
+import pytest
+
+from harness.cli import main as cli_main
+from harness.evaluation import evaluate
+from harness.evaluation.core import SUMMARY_COLUMNS
+from harness.io import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+K = 4
+GEN = 12  # tokens per response: seconds on a CPU
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from trainers.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
+    out = tmp_path / "eval"
+    df = evaluate(str(tiny_dir), tasks=["aime24", "math500"], out_dir=out, backend="hf", k=K, limit=2,
+                  data_dir=math_data_dir, max_gen_toks=GEN, hf_options={"batch_size": 8, "device": "cpu"},
+                  bootstrap_iters=100)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert set(summary.metric) == {"avg@k", "pass@k", "maj@k", "len@k", "truncated", "no_answer"}
+    assert sorted(summary[summary.metric == "pass@k"].k.unique().tolist()) == [1, 2, 4]  # 8, 16 > k are left out
+    assert (summary.n_problems == 2).all() and (summary.n_samples == K).all()
+    for name in ("aime24", "math500"):
+        samples = read_jsonl(out / f"samples_{name}.jsonl")
+        assert len(samples) == 2
+        for s in samples:
+            assert len(s["responses"]) == len(s["correct"]) == len(s["lengths"]) == K  # all k kept, not 1
+            assert all(0 < n <= GEN for n in s["lengths"])
+            assert s["prompt"].startswith("User:\n") and s["prompt"].endswith("\\boxed{}.\n\nAssistant:\n")
+        # sampling at T = 1: the k responses differ (the "repeats without do_sample" trap gives k copies)
+        assert len(set(samples[0]["responses"])) > 1
+        result = json.loads((out / f"results_{name}.json").read_text())
+        assert result["provenance"]["lm_eval_version"] == "0.4.13"
+        assert result["protocol"]["max_gen_toks"] == GEN and result["counts"]["n_samples"] == K
+    len_row = df[(df.benchmark == "aime24") & (df.metric == "len@k")].iloc[0]
+    assert 0 < len_row.value <= GEN
+
+    # the samples file replays to the same correctness and lengths
+    again = evaluate(tasks="aime24", backend="replay", replay_file=out / "samples_aime24.jsonl",
+                     data_dir=math_data_dir, out_dir=tmp_path / "replay", k=K, bootstrap_iters=100,
+                     max_gen_toks=GEN)
+    first = df[df.benchmark == "aime24"].set_index(["metric", "k"]).value
+    assert again.set_index(["metric", "k"]).value.to_dict() == first.to_dict()
+
+
+def test_tiny_model_in_memory_keeps_training_mode(tiny_dir, math_data_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model.train()
+    df = evaluate(model, tasks="amc23", tokenizer=tok, k=K, limit=1, data_dir=math_data_dir, max_gen_toks=GEN,
+                  bootstrap_iters=10)
+    assert model.training  # the trainer gets its mode back
+    assert df[df.metric == "avg@k"].n_samples.iloc[0] == K
+    with pytest.raises(ValueError, match="needs tokenizer"):
+        evaluate(model, tasks="amc23", k=1, limit=1, data_dir=math_data_dir)
+
+
+def test_context_is_checked_before_generating(tiny_dir, math_data_dir):
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        evaluate(str(tiny_dir), tasks="aime24", k=1, limit=1, data_dir=math_data_dir, max_gen_toks=10_000,
+                 temperature=0.0, hf_options={"device": "cpu", "max_length": 1024})
+
+
+def test_cli_eval_and_tasks(tiny_dir, math_data_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = cli_main(["eval", f"checkpoint={tiny_dir}", "tasks=[aime25]", f"k={K}", "limit=1", f"data_dir={math_data_dir}",
+                   "generation.max_gen_toks=8", "hf.device=cpu", "bootstrap.iters=10", f"out={out}"])
+    assert rc == 0 and (out / "summary.csv").exists() and (out / "results_aime25.json").exists()
+    assert cli_main(["eval", "tasks=aime25"]) == 2  # no out=: a config error, before any work
+    assert cli_main(["eval", "backend=nope", f"out={out}"]) == 2
+    assert cli_main(["tasks"]) == 0
+    assert "olympiadbench" in capsys.readouterr().out
