@@ -365,36 +365,37 @@ def _launch(host: str) -> None:  # pragma: no cover - runs in the launcher proce
             iso.append("netns")
     if uid is not None:
         iso.append("uid")
-    if private_mounts:
-        iso.append("tmpfs")
-    try:
-        with open(os.path.join(host, "isolation.json"), "w") as f:
-            json.dump(iso, f)
-    except OSError:
-        pass
-    if pidns:  # the next child is pid 1 of the new namespace; we wait and pass its status on
-        child = os.fork()
-        if child:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            _, st = os.waitpid(child, 0)
-            os._exit(os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the launcher killed -> the whole namespace dies
-    files_dir = os.path.join(host, "files")  # read now: the host dir may be under /tmp, hidden below
+    # the host dir may be under /tmp, which a tmpfs hides below: read and open what we need from it now
+    iso_fd = os.open(os.path.join(host, "isolation.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    files_dir = os.path.join(host, "files")
     files = {}
     for name in os.listdir(files_dir):
         with open(os.path.join(files_dir, name), "rb") as f:
             files[name] = f.read()
-    size = f"size={2 * cfg['fsize_mb']}m"  # room for one file of the largest size
+    if pidns:  # the next child is pid 1 of the new namespace; we wait and pass its status on
+        child = os.fork()
+        if child:
+            os.close(iso_fd)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _, st = os.waitpid(child, 0)
+            os._exit(os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the launcher killed -> the whole namespace dies
+    workdir = os.path.join(host, "work")
     if private_mounts:
-        for target in ("/tmp", "/var/tmp", "/run/lock", "/dev/shm"):
-            if os.path.isdir(target) and not _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
-                                                    f"{size},mode=1777"):
-                _setup_error(f"cannot mount a tmpfs on {target}")
-        if pidns:
-            _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-        workdir = "/tmp/work"
-    else:
-        workdir = os.path.join(host, "work")
+        size = f"size={2 * cfg['fsize_mb']}m"  # room for one file of the largest size
+        opts = f"{size},mode=1777"
+        # /tmp first: if even that fails, the program works in the host dir and "tmpfs" is not reported
+        if _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            iso.append("tmpfs")
+            workdir = "/tmp/work"
+            for target in ("/var/tmp", "/run/lock", "/dev/shm"):
+                if os.path.isdir(target) and not _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV,
+                                                        opts):
+                    iso.append(f"writable:{target}")
+        if pidns and _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None):
+            iso.append("proc")
+    os.write(iso_fd, json.dumps(iso).encode())
+    os.close(iso_fd)
     try:
         os.mkdir(workdir, 0o700)
         for name, data in files.items():

@@ -189,3 +189,16 @@ def test_replay_end_to_end_through_evaluate(tmp_path, monkeypatch):
     statuses = {s["problem"][:10]: s["status"] for s in samples}
     assert ["ok", "no_answer"] in statuses.values()
     assert pd.read_csv(tmp_path / "out" / "summary.csv").benchmark.eq("livecodebench").all()
+
+
+def test_a_broken_sandbox_is_an_error_not_zero_scores(docs, monkeypatch):
+    from harness.sandbox import RunResult
+
+    broken = RunResult("setup_error", 125, "", "SANDBOX-SETUP-ERROR: x", 0.1, "cannot switch uid")
+    monkeypatch.setattr(U, "run_python", lambda *a, **k: broken)
+    U.check_sandbox.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="sandbox does not work.*cannot switch uid"):
+            U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
+    finally:
+        U.check_sandbox.cache_clear()

@@ -28,7 +28,9 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
 # No `from __future__ import annotations` here: lm-eval executes this file as a module that is not yet in
 # sys.modules, and dataclasses cannot resolve string annotations then (CodeScore below).
 import base64
+import functools
 import json
+import logging
 import math
 import os
 import pickle
@@ -363,10 +365,26 @@ def _score_code(code: str | None, tests: list[dict], fn_name: str | None, test_t
     return CodeScore(ok, code, status, reason)
 
 
+@functools.lru_cache(maxsize=1)
+def check_sandbox() -> tuple[str, ...]:
+    """Run one trivial program once per process; raise if the sandbox cannot run code at all (a broken sandbox
+    would otherwise score every response wrong). Returns the isolation applied, logged once."""
+    r = run_python("print('ok')", limits=Limits(wall_s=30), allow_code_execution=True)
+    if r.status != "ok" or r.stdout.strip() != "ok":
+        raise RuntimeError(f"the code sandbox does not work on this machine ({r.status}: {r.reason or r.stderr[-300:]}); "
+                           "see docs/ood.md")
+    full = {"uid", "pidns", "netns", "tmpfs"}
+    level = logging.INFO if full <= set(r.isolation) else logging.WARNING
+    logging.getLogger(__name__).log(level, "code sandbox isolation: %s%s", r.isolation or "rlimits only",
+                                    "" if level == logging.INFO else " (partial: see docs/ood.md)")
+    return tuple(r.isolation)
+
+
 def score_batch(docs: list[dict], responses: list[list[str]], test_timeout_s: float = TIMEOUT_S,
                 workers: int | None = None, allow_code_execution: bool | None = None) -> list[list[CodeScore]]:
     """`score` over many problems at once: all responses share one pool of `workers` sandbox runs."""
     require_opt_in(allow_code_execution)
+    check_sandbox()
     jobs = []
     for d, rs in zip(docs, responses):
         tests, fn_name = tests_of(d)
