@@ -24,8 +24,9 @@ How a program is contained (each run, one fresh process tree):
     supplementary groups and no_new_privs: the program cannot write anything owned by other users, read
     root-only files, or signal other users' processes, and RLIMIT_NPROC (which root ignores) counts only its
     own processes, so a fork bomb stops at `limits.nproc`.
-  If a namespace cannot be created (a container without CAP_SYS_ADMIN), the run goes on with what is
-  available and `RunResult.isolation` says what was applied; without root there are no namespaces and no uid
+  If a namespace or a mount cannot be created (a container without CAP_SYS_ADMIN), the run goes on with what
+  is available and `RunResult.isolation` says what was applied (`writable:/dev/shm` and the like for a tmpfs
+  that could not be mounted); a failed uid switch is a `setup_error` (a fork bomb would not be contained); without root there are no namespaces and no uid
   switch: limits, scrubbed environment, a temporary work dir and the process group only (a program can then
   reach the network, write to world-writable places and escape the process-group kill with setsid).
 - after the run, the whole process tree is killed (the pid namespace's init, and everything the sandbox uid

@@ -22,6 +22,8 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
   `timeout_s` wall limit (LCB's default, 6 s); the first failing test (error, timeout) stops the run. The whole
   response runs in one `harness.sandbox` process tree (see docs/ood.md): a response that misbehaves in any way
   is scored wrong, with `status` ("ok" for a program that ran, "no_answer", "timeout", "error") and a `reason`.
+- before the first response, one trivial program is run (`check_sandbox`, once per process): if the sandbox
+  cannot run code at all on this machine, scoring raises instead of reporting every response as wrong.
 - the sandbox only receives the test inputs; the expected outputs stay in the harness, which compares them, so
   a program cannot report its own success.
 """
