@@ -9,8 +9,9 @@ How a program is contained (each run, one fresh process tree):
 - limits (setrlimit, applied in the child before exec): CPU seconds, address space (memory), file size,
   number of processes, open files, no core dumps; the parent enforces wall time and caps stdout/stderr,
   which it reads incrementally (a program printing gigabytes is killed once it passes the cap).
-- the interpreter runs with -E -s (no PYTHON* variables, no user site-packages); the work dir holds main.py
-  and the caller's `files`, importable by name.
+- the interpreter runs with -s (no user site-packages) in the environment below only (PYTHONHASHSEED=0, so a
+  program that prints a set prints it the same way every run); the work dir holds main.py and the caller's
+  `files`, importable by name.
 - scrubbed environment (PATH, LANG, HOME=the work dir, thread counts = 1; nothing of the caller's).
 - when running as root (the usual case in containers), the launcher (this file, run as a script) does, before
   exec:
@@ -426,7 +427,7 @@ def _launch(host: str) -> None:  # pragma: no cover - runs in the launcher proce
         _setup_error(f"{type(e).__name__}: {e}")
     env = dict(cfg["env"], HOME=workdir)
     try:
-        os.execve(cfg["python"], [cfg["python"], "-E", "-s", "main.py"], env)
+        os.execve(cfg["python"], [cfg["python"], "-s", "main.py"], env)
     except OSError as e:
         _setup_error(f"cannot run {cfg['python']}: {e}")
 
