@@ -1,0 +1,103 @@
+"""REPORT.md: every table, figure and check of a grid in one Markdown file, with a provenance header."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.reporting.load import Issue
+from harness.reporting.tables import df_markdown, markdown_table
+
+
+@dataclass
+class Parts:
+    grid: str
+    out_dir: Path
+    provenance: dict                         # harness.io.provenance() of this report run
+    cells: pd.DataFrame
+    issues: list[Issue]
+    versions: pd.DataFrame                   # tables.version_checks
+    eval_times: list[str]
+    tables: dict[str, tuple[str, str]]       # label -> (Markdown table, heading)
+    comparison: pd.DataFrame
+    significance: pd.DataFrame
+    seeds: pd.DataFrame
+    figures: dict[str, tuple[Path | None, str]]  # title -> (path, reason when absent)
+    analysis: list[Path]
+    published_extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # Table 1, Fig. 2 statistics
+    notes: list[str] = field(default_factory=list)
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def render(p: Parts) -> str:
+    prov = p.provenance
+    lines = [f"# Report: grid `{p.grid}`", "",
+             f"Generated {prov['time_utc']} by `harness report` at commit `{prov['git_hash']}` on {prov['host']}.",
+             ""]
+    complete = p.cells[p.cells["state"] == "complete"]
+    hashes = sorted(set(p.versions.loc[p.versions["kind"] == "git", "version"])) if len(p.versions) else []
+    libs = p.versions[p.versions["kind"] == "library"] if len(p.versions) else p.versions
+    lines += [f"- cells: {len(p.cells)} found, {len(complete)} complete (only complete cells enter the tables)",
+              f"- results produced at commit(s): {', '.join(f'`{h}`' for h in hashes) or 'not recorded'}",
+              "- library versions of the evaluations: " + (", ".join(
+                  f"{n} {'/'.join(g['version'])}" for n, g in libs.groupby("name", sort=True)) or "not recorded"),
+              f"- evaluation dates: {min(p.eval_times)} to {max(p.eval_times)}" if p.eval_times
+              else "- evaluation dates: not recorded",
+              f"- report libraries: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}", ""]
+    lines += ["## Problems with result files", ""]
+    if p.issues:
+        lines += ["These files were skipped (the rest of the report is built without them):", "",
+                  markdown_table(["file", "problem"], [[i.path, i.problem] for i in p.issues])]
+    else:
+        lines += ["None: every file read was complete and parsable.", ""]
+    flagged = p.versions[p.versions["flag"]] if len(p.versions) else p.versions
+    lines += ["## Version consistency", ""]
+    if len(flagged):
+        lines += ["**Cells disagree on these versions** (compare their results with care):", "",
+                  df_markdown(flagged[["kind", "name", "version", "n_cells", "cells"]])]
+    else:
+        lines += ["All evaluations agree on library versions, task versions and commit.", ""]
+    lines += ["## Cells", "", df_markdown(p.cells[["cell_id", "model", "variant", "rho", "seed", "state",
+                                                     "table_step", "steps"]].fillna("")), ""]
+    for label, (md, heading) in p.tables.items():
+        lines += [f"## {heading}", "", md, ""]
+    lines += ["CI: one seed, the evaluation's own interval; several seeds, bootstrap over problems pooled over "
+              "seeds (or t over seeds without samples); Avg, benchmark intervals combined. Δ rows: difference to "
+              "the reference with its paired-bootstrap CI; * marks p < alpha.", ""]
+    lines += ["## Comparison with the published numbers", "",
+              "`published` is the paper's value as printed (results/published/published.csv); `diff` = ours - "
+              "published; `inside_ci`: whether the published value lies inside our CI.", "",
+              df_markdown(p.comparison), ""]
+    lines += ["## Significance: paired bootstrap against the reference", "",
+              df_markdown(p.significance) if len(p.significance) else "No variant has a reference to compare with.",
+              "", "## Across seeds", "", df_markdown(p.seeds) if len(p.seeds) else "No results.", ""]
+    lines += ["## Figures", ""]
+    for title, (path, reason) in p.figures.items():
+        lines += [f"### {title}", "", f"![{title}]({_rel(path, p.out_dir)})" if path else f"Not drawn: {reason}.",
+                  ""]
+    lines += ["## Entropy analyses", ""]
+    if p.analysis:
+        for a in p.analysis:
+            rel = _rel(a, p.out_dir)
+            if a.suffix == ".png":
+                lines += [f"### {a.name}", "", f"![{a.name}]({rel})", ""]
+            else:
+                try:
+                    df = pd.read_csv(a)
+                    body = df_markdown(df.head(20), "{:.4g}") + (f"\n({len(df)} rows; first 20 shown)\n"
+                                                               if len(df) > 20 else "")
+                except Exception as e:  # a corrupt analysis CSV is named, not fatal
+                    body = f"Could not read: {e}\n"
+                lines += [f"### {a.name} ([csv]({rel}))", "", body, ""]
+    else:
+        lines += ["No analysis outputs found (results/runs/<grid>/*/analysis/, results/<grid>/analysis/).", ""]
+    for title, df in p.published_extra.items():
+        lines += [f"### Published: {title}", "", df_markdown(df), ""]
+    if p.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in p.notes], ""]
+    return "\n".join(lines)

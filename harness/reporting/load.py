@@ -1,0 +1,342 @@
+"""Reading a grid's result files: liberal about optional fields, loud about corrupt files.
+
+Everything read here is listed in docs/report.md. A file that is missing, partial or corrupt becomes an `Issue`
+(path + what is wrong) and is skipped; nothing here raises on bad data, so the report always builds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_COLUMNS = ["grid", "cell_id", "model", "variant", "rho", "seed", "step", "benchmark", "metric", "k",
+                   "value", "ci_low", "ci_high", "n_problems", "n_samples", "git_hash"]
+CELL_COLUMNS = ["cell_id", "model", "model_size_b", "variant", "rho", "seed", "trainer", "suite", "state",
+                "steps", "table_step", "git_hash", "path"]
+TRAIN_KEYS = ("reward_mean", "response_len_mean", "entropy_mean", "selected_frac", "grad_norm")
+_DEFAULT_RHO = {"full": 1.0, "bottom80": 0.8}
+_METRIC_RE = re.compile(r"^(avg|pass|maj|len)@(\d+|k)$")
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: str
+    problem: str
+
+
+@dataclass
+class ProblemScores:
+    """Per-problem results of one benchmark evaluation (from samples_<benchmark>.jsonl)."""
+    keys: list[str]           # problem identity, used to pair problems across runs
+    n: np.ndarray             # [P] responses per problem
+    c: np.ndarray             # [P] correct responses per problem
+    length: np.ndarray        # [P] mean response length (tokens); NaN when absent
+
+    @property
+    def acc(self) -> np.ndarray:  # [P] problem score in percent
+        return 100.0 * self.c / self.n
+
+
+@dataclass
+class GridData:
+    grid: str
+    cells: pd.DataFrame                      # CELL_COLUMNS, one row per cell directory that has a usable cell.json
+    summary: pd.DataFrame                    # SUMMARY_COLUMNS + eval (base|step-N) + in_table; complete cells
+    samples: dict[tuple[str, str], dict[str, ProblemScores]]  # (cell_id, "base"|"step-N") -> benchmark -> scores
+    train: pd.DataFrame                      # cell_id, step, TRAIN_KEYS... (complete cells)
+    evals: list[dict]                        # provenance per (cell, eval dir, benchmark): versions, task versions
+    analysis: list[Path]                     # analysis outputs (png, csv) found for this grid
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _read_json(path: Path, issues: list[Issue]) -> dict | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        issues.append(Issue(str(path), "missing"))
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        issues.append(Issue(str(path), f"corrupt JSON: {e}"))
+        return None
+    if not isinstance(obj, dict):
+        issues.append(Issue(str(path), f"expected a JSON object, got {type(obj).__name__}"))
+        return None
+    return obj
+
+
+def _name(x) -> str | None:
+    """A display name from a string or a nested config (`{name: ...}`)."""
+    if isinstance(x, dict):
+        x = x.get("display_name") or x.get("name")
+    return None if x is None else str(x)
+
+
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def default_rho(variant: str) -> float:
+    if variant in _DEFAULT_RHO:
+        return _DEFAULT_RHO[variant]
+    m = re.match(r"^(?:top|random|bottom)(\d+)$", variant)
+    return int(m.group(1)) / 100.0 if m else math.nan
+
+
+def parse_cell(cfg: dict, cell_dir: Path) -> dict:
+    """The fields the report needs from a cell.json (nested or flat), with defaults for optional ones."""
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    variant = _name(cfg.get("variant")) or "unknown"
+    rho = cfg.get("rho", (cfg.get("variant") or {}).get("rho") if isinstance(cfg.get("variant"), dict) else None)
+    size = cfg.get("model_size_b", model_cfg.get("size_b") if model_cfg else None)
+    return {
+        "cell_id": str(cfg.get("cell_id") or cell_dir.name),
+        "model": _name(cfg.get("model")) or "unknown",
+        "model_size_b": _float(size),
+        "variant": variant,
+        "rho": _float(rho) if rho is not None else default_rho(variant),
+        "seed": cfg.get("seed") if isinstance(cfg.get("seed"), (int, str)) else None,
+        "trainer": _name(cfg.get("trainer")),
+        "suite": _name(cfg.get("suite")),
+    }
+
+
+def read_summary_csv(path: Path) -> list[dict]:
+    """Rows of an evaluation summary.csv with metric normalised to `avg@k` etc. and k an int; raises ValueError."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"benchmark", "metric", "value"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"missing columns {sorted(missing)}")
+        rows = []
+        for i, r in enumerate(reader, start=2):
+            metric, k = (r.get("metric") or "").strip(), _float(r.get("k"))
+            m = _METRIC_RE.match(metric)
+            if m:
+                metric = f"{m.group(1)}@k"
+                if m.group(2) != "k":
+                    k = float(m.group(2))
+            try:
+                value = float(r["value"])
+            except (TypeError, ValueError):
+                raise ValueError(f"line {i}: value {r.get('value')!r} is not a number") from None
+            rows.append({"benchmark": (r["benchmark"] or "").strip(), "metric": metric,
+                         "k": None if math.isnan(k) else int(k), "value": value,
+                         "ci_low": _float(r.get("ci_low")), "ci_high": _float(r.get("ci_high")),
+                         "n_problems": _float(r.get("n_problems")), "n_samples": _float(r.get("n_samples"))})
+        return rows
+
+
+def read_samples(path: Path) -> ProblemScores:
+    """Per-problem correct counts and mean lengths; raises ValueError naming the bad line."""
+    keys, n, c, length = [], [], [], []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                correct = r["correct"]
+                n_ok = correct.count(True)  # bools (1 counts as True too)
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"line {i}: {type(e).__name__}: {e}") from None
+            if not isinstance(correct, list) or not correct:
+                raise ValueError(f"line {i}: `correct` must be a non-empty list")
+            p = r.get("problem", r.get("doc_id", i - 1))
+            key = p if isinstance(p, str) else json.dumps(p, sort_keys=True)
+            seen[key] = seen.get(key, 0) + 1
+            keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")  # repeated problems stay distinct
+            n.append(len(correct))
+            c.append(n_ok)
+            lens = r.get("lengths") or []
+            try:
+                length.append(sum(lens) / len(lens) if lens else math.nan)
+            except TypeError:
+                raise ValueError(f"line {i}: `lengths` must be numbers") from None
+    if not keys:
+        raise ValueError("no problems")
+    return ProblemScores(keys, np.asarray(n), np.asarray(c), np.asarray(length, dtype=float))
+
+
+def _eval_dirs(cell_dir: Path) -> dict[str, Path]:
+    """{"base": .., "step-N": ..} sorted by step; `eval/step-N/` and `eval/base/`."""
+    out = {}
+    ev = cell_dir / "eval"
+    if (ev / "base").is_dir():
+        out["base"] = ev / "base"
+    steps = []
+    for d in ev.glob("step-*"):
+        m = re.fullmatch(r"step-(\d+)", d.name)
+        if m and d.is_dir():
+            steps.append((int(m.group(1)), d))
+    for s, d in sorted(steps):
+        out[f"step-{s}"] = d
+    return out
+
+
+def _step_num(label: str) -> int:
+    return 0 if label == "base" else int(label.split("-")[1])
+
+
+def _eval_provenance(d: dict) -> dict:
+    prov = d.get("provenance") if isinstance(d.get("provenance"), dict) else {}
+    tv = d.get("task_versions") or prov.get("task_versions")
+    if tv is None and isinstance(d.get("versions"), dict):  # lm-eval's results layout: task -> version
+        tv = d["versions"]
+    libs = prov.get("versions") if isinstance(prov.get("versions"), dict) else {}
+    return {"git_hash": str(prov.get("git_hash") or d.get("git_hash") or ""),
+            "versions": {str(k): str(v) for k, v in libs.items()},
+            "task_versions": {str(k): str(v) for k, v in (tv or {}).items()} if isinstance(tv, dict) else {},
+            "time_utc": str(prov.get("time_utc") or d.get("time_utc") or "")}
+
+
+def _read_train(path: Path, cell_id: str, issues: list[Issue]) -> list[dict]:
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        issues.append(Issue(str(path), f"unreadable: {e}"))
+        return rows
+    bad = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            step = int(r["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad.append(i)
+            continue
+        rows.append({"cell_id": cell_id, "step": step, **{k: _float(r.get(k)) for k in TRAIN_KEYS}})
+    if bad:
+        issues.append(Issue(str(path), f"skipped {len(bad)} corrupt line(s): {bad[:5]}"))
+    return rows
+
+
+def pick_step(labels: list[str], step: str | int) -> str | None:
+    """The eval dir used for tables: the last `step-N` (step='last') or `step-<step>`; None if absent."""
+    trained = [x for x in labels if x != "base"]
+    if str(step) == "last":
+        return trained[-1] if trained else None
+    want = f"step-{int(step)}"
+    return want if want in trained else None
+
+
+def base_sources(cells: list[dict]) -> set[str]:
+    """Cells whose base evaluation is the model's `base` row: eval-only cells (variant `base`) if a model has any,
+    else the first complete cell (by id) with an eval/base; the others evaluated the same untrained model."""
+    out: set[str] = set()
+    for model in dict.fromkeys(c["model"] for c in cells):
+        mine = [c for c in cells if c["model"] == model and c["state"] == "complete"]
+        own = [c["cell_id"] for c in mine if c["variant"] == "base"]
+        with_base = sorted(c["cell_id"] for c in mine if "base" in c["steps"].split())
+        out.update(own or with_base[:1])
+    return out
+
+
+def _scan_cell(cell_dir: Path, step: str | int, issues: list[Issue]) -> dict | None:
+    cfg = _read_json(cell_dir / "cell.json", issues)
+    if cfg is None:
+        return None  # named in issues; without a cell.json we cannot place the cell
+    cell = parse_cell(cfg, cell_dir)
+    if (cell_dir / "status.json").exists():
+        status = _read_json(cell_dir / "status.json", issues)
+        state = str(status.get("state", "no state")) if status is not None else "corrupt status"
+    else:
+        state = "no status"
+    labels = list(_eval_dirs(cell_dir))
+    table_step = pick_step(labels, step) if state == "complete" else None
+    if table_step is None and state == "complete" and cell["variant"] == "base" and "base" in labels:
+        table_step = "base"  # an untrained-model cell: its base evaluation is its result
+    if table_step is None and state == "complete":
+        issues.append(Issue(str(cell_dir / "eval"), f"complete cell has no evaluation at step {step}"))
+    cell.update(state=state, steps=" ".join(labels), path=str(cell_dir), table_step=table_step, git_hash="")
+    return cell
+
+
+def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: list[Issue]) -> None:
+    """Append the cell's summary rows, eval provenance and (table step / base source) samples to `out`."""
+    for label, d in _eval_dirs(Path(cell["path"])).items():
+        is_base = label == "base" or cell["variant"] == "base"
+        try:
+            rows = read_summary_csv(d / "summary.csv")
+        except FileNotFoundError:
+            issues.append(Issue(str(d / "summary.csv"), "missing"))
+            continue
+        except (OSError, ValueError, csv.Error, UnicodeDecodeError) as e:
+            issues.append(Issue(str(d / "summary.csv"), f"corrupt: {e}"))
+            continue
+        benchmarks = sorted({r["benchmark"] for r in rows})
+        hashes = {}
+        for b in benchmarks:
+            rj = d / f"results_{b}.json"
+            if rj.exists() and (prov := _read_json(rj, issues)) is not None:
+                p = _eval_provenance(prov)
+                hashes[b] = p["git_hash"]
+                out["evals"].append({"cell_id": cell["cell_id"], "eval": label, "benchmark": b, **p})
+        in_table = label == cell["table_step"] and (cell["variant"] != "base" or is_base_source)
+        in_table = in_table or (label == "base" and is_base_source)
+        for r in rows:
+            out["summary"].append({"grid": grid, "cell_id": cell["cell_id"], "model": cell["model"],
+                                   "variant": "base" if is_base else cell["variant"],
+                                   "rho": math.nan if is_base else cell["rho"], "seed": cell["seed"],
+                                   "step": _step_num(label), **r, "git_hash": hashes.get(r["benchmark"], ""),
+                                   "eval": label, "in_table": in_table})
+        if not in_table:
+            continue
+        for b in benchmarks:
+            sp = d / f"samples_{b}.jsonl"
+            if not sp.exists():
+                continue  # optional: without samples the tables use summary CIs and skip paired tests
+            try:
+                out["samples"].setdefault((cell["cell_id"], label), {})[b] = read_samples(sp)
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                issues.append(Issue(str(sp), f"corrupt, skipped: {e}"))
+
+
+def load_grid(results_dir: Path, grid: str, step: str | int = "last") -> GridData:
+    """Read results/runs/<grid>/*/ (cells) and analysis outputs; only complete cells enter summary and samples."""
+    results_dir = Path(results_dir)
+    runs = results_dir / "runs" / grid
+    issues: list[Issue] = []
+    if not runs.is_dir():
+        issues.append(Issue(str(runs), "no such grid directory"))
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    cells = [c for c in (_scan_cell(d, step, issues) for d in dirs) if c is not None]
+    sources = base_sources(cells)
+    out: dict = {"summary": [], "evals": [], "samples": {}}
+    train: list[dict] = []
+    for cell in cells:
+        if cell["state"] != "complete":
+            continue
+        _read_evals(cell, grid, cell["cell_id"] in sources, out, issues)
+        cell["git_hash"] = next((e["git_hash"] for e in out["evals"] if e["cell_id"] == cell["cell_id"]
+                                 and e["eval"] == cell["table_step"] and e["git_hash"]), "")
+        tm = Path(cell["path"]) / "train" / "metrics.jsonl"
+        if tm.exists():
+            train.extend(_read_train(tm, cell["cell_id"], issues))
+    analysis = sorted({*runs.glob("*/analysis/*.png"), *runs.glob("*/analysis/*.csv"),
+                       *(results_dir / grid / "analysis").glob("**/*.png"),
+                       *(results_dir / grid / "analysis").glob("**/*.csv")})
+    return GridData(grid=grid, cells=pd.DataFrame(cells, columns=CELL_COLUMNS),
+                    summary=pd.DataFrame(out["summary"], columns=[*SUMMARY_COLUMNS, "eval", "in_table"]),
+                    samples=out["samples"], train=pd.DataFrame(train, columns=["cell_id", "step", *TRAIN_KEYS]),
+                    evals=out["evals"], analysis=analysis, issues=issues)
+
+
+def load_published(published_dir: Path) -> pd.DataFrame:
+    """results/published/published.csv: model, variant, benchmark, metric, value (kept as printed), source."""
+    df = pd.read_csv(Path(published_dir) / "published.csv", dtype=str, keep_default_na=False)
+    missing = {"model", "variant", "benchmark", "metric", "value", "source"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{published_dir}/published.csv lacks columns {sorted(missing)}")
+    return df

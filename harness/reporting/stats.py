@@ -1,0 +1,153 @@
+"""Pure statistics for the report: pass@k, bootstrap CIs over problems, the paired bootstrap, seed intervals.
+
+No I/O here. Conventions: scores are percentages (0-100) per problem; a "problem score" is the mean over that
+problem's sampled responses (so the mean over problems is avg@k, the paper's Acc@k, an estimate of pass@1).
+
+Choices (not specified by the paper, which prints point estimates only):
+- Percentile bootstrap over problems, B resamples (default 2000). The resampling weights depend only on (seed,
+  number of problems): every comparison over P problems reuses the same B x P count matrix (each is still a valid
+  bootstrap; results do not depend on the order of computation), and a resample mean is one matrix product.
+- Paired bootstrap of variant minus reference on the same problems. The two-sided p-value is the centred
+  bootstrap test: p = (1 + #{|d*_b - d| >= |d|}) / (B + 1), the share of resampled differences, shifted to
+  mean zero, at least as far from zero as the observed one.
+- An average over benchmarks (the paper's "Avg") resamples each benchmark's problems independently and averages
+  the per-benchmark resampled means, so each benchmark keeps its equal weight as in the paper.
+- Across seeds: mean and Student-t interval of the per-seed values (no interval with one seed).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), as a fraction; needs k <= n."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): the numerically stable product form
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k_curve(n: np.ndarray, c: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
+    """Mean pass@k over problems in percent, for each k not larger than the smallest n.  n, c: [P]."""
+    n_min = int(n.min()) if len(n) else 0
+    return {k: 100.0 * float(np.mean([pass_at_k(int(a), int(b), k) for a, b in zip(n, c)]))
+            for k in ks if 1 <= k <= n_min}
+
+
+def rng_for(seed: int, *key: object) -> np.random.Generator:
+    """A generator seeded by (seed, key), stable across runs and independent of call order."""
+    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+
+
+class Resampler:
+    """Bootstrap resampling over problems: B x P count matrices cached per P (see the module docstring)."""
+
+    def __init__(self, n_boot: int = 2000, seed: int = 0):
+        self.n_boot, self.seed = n_boot, seed
+        self._counts: dict[int, np.ndarray] = {}
+
+    def counts(self, p: int) -> np.ndarray:
+        """[B, P] how often each problem is drawn in each resample (rows sum to P)."""
+        if p not in self._counts:
+            idx = rng_for(self.seed, "problems", p).integers(0, p, size=(self.n_boot, p))  # [B, P]
+            flat = (idx + np.arange(self.n_boot)[:, None] * p).ravel()
+            self._counts[p] = np.bincount(flat, minlength=self.n_boot * p).reshape(self.n_boot, p).astype(float)
+        return self._counts[p]
+
+    def means(self, x: np.ndarray) -> np.ndarray:
+        """Means of the B resamples of x [P] -> [B]."""
+        return self.counts(len(x)) @ x / len(x)
+
+
+def percentile_ci(reps: np.ndarray, alpha: float) -> tuple[float, float]:
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+def bootstrap_ci(per_benchmark: Sequence[np.ndarray], alpha: float, rs: Resampler) -> Interval:
+    """Mean over benchmarks of the mean problem score, with a percentile bootstrap CI.
+
+    per_benchmark: one array of problem scores [P_b] per benchmark (one benchmark: an ordinary bootstrap).
+    """
+    reps = np.mean([rs.means(x) for x in per_benchmark], axis=0)  # [B]
+    value = float(np.mean([x.mean() for x in per_benchmark]))
+    return Interval(value, *percentile_ci(reps, alpha))
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_problems: int
+
+
+def paired_bootstrap(diffs: Sequence[np.ndarray], alpha: float, rs: Resampler) -> PairedResult:
+    """Paired bootstrap of per-problem differences (variant - reference), one array [P_b] per benchmark.
+
+    Returns the mean difference (averaged over benchmarks), its percentile CI and the centred two-sided p-value.
+    """
+    reps = np.mean([rs.means(d) for d in diffs], axis=0)  # [B]
+    d = float(np.mean([x.mean() for x in diffs]))
+    extreme = np.abs(reps - reps.mean()) >= abs(d) - 1e-12  # centred: the null has mean zero
+    p = (1 + int(extreme.sum())) / (len(reps) + 1)
+    return PairedResult(d, *percentile_ci(reps, alpha), p_value=min(1.0, p),
+                        n_problems=int(sum(len(x) for x in diffs)))
+
+
+def seed_interval(values: Sequence[float], alpha: float) -> tuple[float, float, float, float]:
+    """(mean, sd, ci_low, ci_high) over seeds, Student-t; sd and CI are NaN with fewer than two seeds."""
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return (math.nan,) * 4
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan, math.nan
+    from scipy.special import stdtrit  # Student-t quantile; scipy.special imports much faster than scipy.stats
+
+    sd = float(v.std(ddof=1))
+    half = float(stdtrit(len(v) - 1, 1 - alpha / 2)) * sd / math.sqrt(len(v))
+    return mean, sd, mean - half, mean + half
+
+
+def combine_cis(cis: Sequence[tuple[float, float]], alpha: float) -> float:
+    """Half-width of a mean of independent estimates from their CIs (normal approximation).
+
+    Each CI gives se = (hi - lo) / (2 z); the mean of m estimates has se = sqrt(sum se^2) / m.
+    Returns NaN if any CI is missing.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    ses = [(hi - lo) / (2 * z) for lo, hi in cis]
+    if not ses or any(math.isnan(s) for s in ses):
+        return math.nan
+    return z * math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def pass_at_k_vec(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """pass_at_k for arrays n, c [P] at once; problems with n < k give NaN.
+
+    C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i); a factor reaches 0 when fewer than k responses are wrong.
+    """
+    n, c = np.asarray(n, dtype=float), np.asarray(c, dtype=float)
+    i = np.arange(k)  # [k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, k]
+    out = 1.0 - np.prod(ratio, axis=1)  # [P]
+    return np.where(n < k, np.nan, out)

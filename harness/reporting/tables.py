@@ -1,0 +1,469 @@
+"""Tables in the layout of the paper's Table 2, significance against `full`, and the published comparison.
+
+Pure functions of DataFrames (plus per-problem scores); rendering to Markdown / LaTeX / CSV is text only.
+
+How a table value is made (the paper prints point estimates from one run each):
+- value: mean over seeds (cells) of each cell's summary value at its table step (avg@k for Acc, len@k for Len);
+- CI: one seed -> the evaluation's own CI from summary.csv; several seeds -> percentile bootstrap over problems of
+  the per-problem score pooled over seeds when every seed has samples, else a Student-t interval across seeds;
+- "Avg": mean over the benchmarks in `average_over` present in the grid (the paper's six); a row missing one of
+  them has no Avg; its CI combines the benchmark CIs (normal approximation, benchmarks independent);
+- difference to the reference variant (`full`) of the same model: paired bootstrap over the problems both were
+  evaluated on, per-problem scores pooled over seeds (stats.paired_bootstrap); without samples only the difference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.reporting import stats
+from harness.reporting.load import ProblemScores
+
+PAPER_BENCHMARKS = {"aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23", "math500": "MATH500",
+                    "minerva_math": "Minerva", "olympiadbench": "OlympiadBench"}
+AVG = "Avg"
+PAPER_AVG = "Average6"
+PAPER_METRICS = {"Acc": "avg@k", "Len": "len@k"}  # published "Acc@16" -> our avg@k with k = 16
+
+
+@dataclass
+class Options:
+    reference: str = "full"
+    variant_order: Sequence[str] = ("base", "full", "top10", "top20", "top50", "bottom80", "random20")
+    benchmark_names: dict[str, str] = field(default_factory=lambda: dict(PAPER_BENCHMARKS))
+    average_over: Sequence[str] = tuple(PAPER_BENCHMARKS)
+    metrics: dict[str, str] = field(default_factory=lambda: dict(PAPER_METRICS))  # label -> metric family
+    k: int | None = None          # None: the largest k in the data, per metric family
+    n_boot: int = 2000
+    alpha: float = 0.05
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- selecting and ordering
+
+def table_rows(summary: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows that enter the tables (`in_table`, set by load: each complete cell at its table step, and one
+    base evaluation per model, see load.base_sources), with the model size."""
+    sizes = cells.drop_duplicates("model").set_index("model")["model_size_b"]
+    out = summary[summary["in_table"].astype(bool)].copy()
+    out["model_size_b"] = out["model"].map(sizes)
+    return out
+
+
+def choose_k(rows: pd.DataFrame, metric: str, k: int | None) -> int | None:
+    ks = rows.loc[rows["metric"] == metric, "k"].dropna()
+    if k is not None:
+        return k if (ks == k).any() else None
+    return int(ks.max()) if len(ks) else None
+
+
+def benchmark_order(benchmarks: Sequence[str], opts: Options) -> list[str]:
+    """Paper benchmarks in the paper's order, then the others alphabetically (extra columns after Avg)."""
+    paper = [b for b in opts.benchmark_names if b in benchmarks]
+    return paper + sorted(set(benchmarks) - set(paper))
+
+
+def variant_order(variants: Sequence[str], opts: Options) -> list[str]:
+    known = [v for v in opts.variant_order if v in variants]
+    return known + sorted(set(variants) - set(known))
+
+
+def model_order(rows: pd.DataFrame) -> list[str]:
+    m = rows.drop_duplicates("model")[["model", "model_size_b"]]
+    return list(m.assign(s=m["model_size_b"].fillna(np.inf)).sort_values(["s", "model"])["model"])
+
+
+# ---------------------------------------------------------------- aggregation
+
+SampleLookup = Callable[[str, str, str], "ProblemScores | None"]  # (cell_id, eval, benchmark) -> scores
+
+
+def _scores(ps: ProblemScores, metric: str) -> np.ndarray | None:
+    x = ps.length if metric.startswith("len") else ps.acc
+    return None if np.isnan(x).any() else x
+
+
+def align(parts: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray] | None:
+    """Stack per-problem arrays on the problems all parts share, in the first part's order -> keys, [U, P]."""
+    k0 = parts[0][0]
+    if all(k == k0 for k, _ in parts[1:]):  # the usual case: same problems, same order
+        return k0, np.stack([x for _, x in parts])
+    common = set(k0).intersection(*(k for k, _ in parts[1:]))
+    keys = [k for k in k0 if k in common]
+    if not keys:
+        return None
+    rows = []
+    for ks, x in parts:
+        pos = {k: i for i, k in enumerate(ks)}
+        rows.append(x[[pos[k] for k in keys]])
+    return keys, np.stack(rows)
+
+
+def pooled(units: Sequence[tuple[str, str]], benchmark: str, metric: str,
+           lookup: SampleLookup) -> tuple[list[str], np.ndarray] | None:
+    """Per-problem score averaged over units (seeds) on the problems all units share; None without samples."""
+    parts = []
+    for cell_id, ev in units:
+        ps = lookup(cell_id, ev, benchmark)
+        x = None if ps is None else _scores(ps, metric)
+        if x is None:
+            return None
+        parts.append((ps.keys, x))
+    al = align(parts)
+    return None if al is None else (al[0], al[1].mean(axis=0))  # [P]
+
+
+def aggregate(rows: pd.DataFrame, lookup: SampleLookup, opts: Options) -> pd.DataFrame:
+    """Long table: one row per model x variant x metric x benchmark (and Avg) with CI and difference to reference."""
+    rs = stats.Resampler(opts.n_boot, opts.seed)
+    out = []
+    benchmarks = benchmark_order(rows["benchmark"].unique(), opts)
+    avg_set = [b for b in opts.average_over if b in benchmarks] or benchmarks
+    for label, metric in opts.metrics.items():
+        k = choose_k(rows, metric, opts.k)
+        if k is None:
+            continue
+        mrows = rows[(rows["metric"] == metric) & (rows["k"] == k)]
+        for model in model_order(mrows):
+            mm = mrows[mrows["model"] == model]
+            size = mm["model_size_b"].iloc[0]
+            ref_units = {b: _units(mm[(mm["variant"] == opts.reference) & (mm["benchmark"] == b)])
+                         for b in benchmarks}
+            for variant in variant_order(mm["variant"].unique(), opts):
+                vv = mm[mm["variant"] == variant]
+                rho = vv["rho"].iloc[0]
+                cells_b = {}
+                for b in benchmarks:
+                    bb = vv[vv["benchmark"] == b]
+                    if bb.empty:
+                        continue
+                    cells_b[b] = _cell_value(bb, b, metric, lookup, opts, rs)
+                    rec = dict(label=label, model=model, model_size_b=size, variant=variant, rho=rho,
+                               benchmark=b, metric=metric, k=k, **cells_b[b])
+                    rec.update(_delta(variant, _units(bb), ref_units[b], b, metric, lookup, opts, rs,
+                                      rec["value"], mm))
+                    out.append(rec)
+                if all(b in cells_b for b in avg_set):
+                    vals = [cells_b[b]["value"] for b in avg_set]
+                    half = stats.combine_cis([(cells_b[b]["ci_low"], cells_b[b]["ci_high"]) for b in avg_set],
+                                             opts.alpha)
+                    v = float(np.mean(vals))
+                    rec = dict(label=label, model=model, model_size_b=size, variant=variant, rho=rho,
+                               benchmark=AVG, metric=metric, k=k, value=v, ci_low=v - half, ci_high=v + half,
+                               n_seeds=min(cells_b[b]["n_seeds"] for b in avg_set), ci_method="combined",
+                               n_problems=sum(cells_b[b]["n_problems"] for b in avg_set),
+                               avg_of=" ".join(avg_set))
+                    units = {b: _units(vv[vv["benchmark"] == b]) for b in avg_set}
+                    rec.update(_delta_avg(variant, units, ref_units, avg_set, metric, lookup, opts, rs, v, out,
+                                          label, model))
+                    out.append(rec)
+    cols = ["label", "model", "model_size_b", "variant", "rho", "benchmark", "metric", "k", "value", "ci_low",
+            "ci_high", "n_seeds", "n_problems", "ci_method", "avg_of", "reference", "delta", "delta_ci_low",
+            "delta_ci_high", "p_value", "n_paired", "delta_method"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _units(df: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(df["cell_id"], df["eval"])))
+
+
+def _cell_value(bb: pd.DataFrame, benchmark: str, metric: str, lookup: SampleLookup, opts: Options,
+                rs: stats.Resampler) -> dict:
+    bb = bb.drop_duplicates(["cell_id", "eval"])
+    n = len(bb)
+    value = float(bb["value"].mean())
+    n_problems = float(bb["n_problems"].max())
+    if n == 1:
+        lo, hi, method = float(bb["ci_low"].iloc[0]), float(bb["ci_high"].iloc[0]), "eval"
+    else:
+        pool = pooled(_units(bb), benchmark, metric, lookup)
+        if pool is not None:
+            ci = stats.bootstrap_ci([pool[1]], opts.alpha, rs)
+            lo, hi, method, n_problems = ci.ci_low, ci.ci_high, "bootstrap pooled seeds", len(pool[1])
+        else:
+            _, _, lo, hi = stats.seed_interval(list(bb["value"]), opts.alpha)
+            method = "t over seeds"
+    return dict(value=value, ci_low=lo, ci_high=hi, n_seeds=n, n_problems=n_problems, ci_method=method,
+                avg_of="")
+
+
+_NO_DELTA = dict(reference="", delta=math.nan, delta_ci_low=math.nan, delta_ci_high=math.nan, p_value=math.nan,
+                 n_paired=0, delta_method="")
+
+
+def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str, lookup: SampleLookup,
+            opts: Options, rs: stats.Resampler) -> stats.PairedResult | None:
+    diffs = []
+    for b in benchmarks:
+        pv, pr = pooled(variant_units[b], b, metric, lookup), pooled(ref_units[b], b, metric, lookup)
+        if pv is None or pr is None:
+            return None
+        al = align([pv, pr])
+        if al is None:
+            return None
+        diffs.append(al[1][0] - al[1][1])  # [P_b] variant - reference per problem
+    return stats.paired_bootstrap(diffs, opts.alpha, rs)
+
+
+def _delta(variant, units, ref_units, b, metric, lookup, opts, rs, value, mm) -> dict:
+    if variant in (opts.reference, "base") or not ref_units:
+        return dict(_NO_DELTA)
+    ref = mm[(mm["variant"] == opts.reference) & (mm["benchmark"] == b)].drop_duplicates(["cell_id", "eval"])
+    if ref.empty:
+        return dict(_NO_DELTA)
+    delta = value - float(ref["value"].mean())
+    res = _paired({b: units}, {b: ref_units}, [b], metric, lookup, opts, rs)
+    return _delta_record(opts.reference, delta, res)
+
+
+def _delta_avg(variant, units, ref_units, avg_set, metric, lookup, opts, rs, value, out, label, model) -> dict:
+    if variant in (opts.reference, "base"):
+        return dict(_NO_DELTA)
+    ref = [r for r in out if r["label"] == label and r["model"] == model and r["variant"] == opts.reference
+           and r["benchmark"] == AVG]
+    if not ref:
+        return dict(_NO_DELTA)
+    delta = value - ref[0]["value"]
+    res = _paired(units, ref_units, avg_set, metric, lookup, opts, rs)
+    return _delta_record(opts.reference, delta, res)
+
+
+def _delta_record(reference: str, delta: float, res: stats.PairedResult | None) -> dict:
+    if res is None:
+        return dict(_NO_DELTA, reference=reference, delta=delta, delta_method="no samples: difference only")
+    return dict(reference=reference, delta=delta, delta_ci_low=res.ci_low, delta_ci_high=res.ci_high,
+                p_value=res.p_value, n_paired=res.n_problems, delta_method="paired bootstrap")
+
+
+def seed_table(rows: pd.DataFrame, opts: Options) -> pd.DataFrame:
+    """Across seeds: per model x variant x benchmark x metric, the per-seed values, mean, sd and t-interval."""
+    out = []
+    for (model, variant, b, metric, k), g in rows.groupby(["model", "variant", "benchmark", "metric", "k"],
+                                                           sort=True, dropna=False):
+        if metric not in opts.metrics.values():
+            continue
+        g = g.drop_duplicates(["cell_id", "eval"]).sort_values("cell_id")
+        mean, sd, lo, hi = stats.seed_interval(list(g["value"]), opts.alpha)
+        out.append(dict(model=model, variant=variant, benchmark=b, metric=metric, k=k, n_seeds=len(g), mean=mean,
+                        sd=sd, ci_low=lo, ci_high=hi,
+                        values=" ".join(f"{s}:{v:.2f}" for s, v in zip(g["seed"].astype(str), g["value"]))))
+    return pd.DataFrame(out, columns=["model", "variant", "benchmark", "metric", "k", "n_seeds", "mean", "sd",
+                                      "ci_low", "ci_high", "values"])
+
+
+def significance_table(long: pd.DataFrame) -> pd.DataFrame:
+    s = long[long["reference"].ne("") & long["delta"].notna()]
+    return s[["model", "variant", "reference", "benchmark", "metric", "k", "delta", "delta_ci_low", "delta_ci_high",
+              "p_value", "n_paired", "n_seeds", "delta_method"]].rename(
+        columns={"delta": "diff", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high", "n_paired": "n_problems",
+                 "delta_method": "method"}).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- published comparison
+
+def published_comparison(long: pd.DataFrame, published: pd.DataFrame, opts: Options) -> pd.DataFrame:
+    """Each published row against ours: ours, CI, difference (ours - published), inside CI, or 'no result'."""
+    to_ours = {v: k for k, v in opts.benchmark_names.items()}
+    paper_six = set(PAPER_BENCHMARKS)
+    out = []
+    for _, p in published.iterrows():
+        label, _, pk = p["metric"].partition("@")
+        metric = opts.metrics.get(label)
+        bench = AVG if p["benchmark"] == PAPER_AVG else to_ours.get(p["benchmark"])
+        mine = long[(long["model"].str.lower() == p["model"].lower()) & (long["variant"] == p["variant"])
+                    & (long["benchmark"] == bench) & (long["metric"] == metric)]
+        if bench == AVG:  # the paper's Average6 is the mean of exactly its six benchmarks
+            mine = mine[mine["avg_of"].map(lambda s: set(s.split()) == paper_six)]
+        rec = dict(model=p["model"], variant=p["variant"], benchmark=p["benchmark"], metric=p["metric"],
+                   published=p["value"], source=p["source"], ours=math.nan, k=math.nan, ci_low=math.nan,
+                   ci_high=math.nan, diff=math.nan, inside_ci="", status="no result")
+        if len(mine):
+            r = mine.iloc[0]
+            pub = float(p["value"])
+            inside = "" if math.isnan(r["ci_low"]) else ("yes" if r["ci_low"] <= pub <= r["ci_high"] else "no")
+            rec.update(ours=r["value"], k=r["k"], ci_low=r["ci_low"], ci_high=r["ci_high"], diff=r["value"] - pub,
+                       inside_ci=inside, status="compared" if str(r["k"]) == pk else f"compared (ours @{r['k']})")
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- rendering
+
+def fmt(x: float, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _value_text(r, ci: bool = True) -> str:
+    s = fmt(r["value"])
+    if ci and not math.isnan(r["ci_low"]):
+        s += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+    return s
+
+
+def _delta_text(r, alpha: float) -> str:
+    if math.isnan(r["delta"]):
+        return "-"
+    s = fmt(r["delta"], signed=True)
+    if not math.isnan(r["delta_ci_low"]):
+        s += f" [{fmt(r['delta_ci_low'], True)}, {fmt(r['delta_ci_high'], True)}]"
+        if r["p_value"] < alpha:
+            s += "*"
+    return s
+
+
+def wide_rows(long: pd.DataFrame, label: str, opts: Options) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Table 2 layout: header, text rows (model, variant, benchmark cells...), and numeric rows for CSV.
+
+    Columns: the paper's benchmarks, Avg, then the other benchmarks. Rows: each variant of each model, and under
+    each non-reference variant a row "Δ vs <reference>".
+    """
+    t = long[long["label"] == label]
+    if t.empty:
+        return [], [], []
+    benches = benchmark_order([b for b in t["benchmark"].unique() if b != AVG], opts)
+    paper = [b for b in benches if b in opts.benchmark_names]
+    avg_cols = [AVG] if (t["benchmark"] == AVG).any() else []
+    others = [b for b in benches if b not in paper]
+    cols = paper + avg_cols + others if paper else others + avg_cols
+    header = ["Model", "Variant"] + [opts.benchmark_names.get(c, c) for c in cols]
+    text, numeric = [], []
+    for model in list(dict.fromkeys(t["model"])):
+        tm = t[t["model"] == model]
+        for variant in variant_order(tm["variant"].unique(), opts):
+            tv = tm[tm["variant"] == variant].set_index("benchmark")
+            text.append([model, variant] + [_value_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
+            numeric.append(_numeric(model, variant, "value", tv, cols, "value", "ci_low", "ci_high", None))
+            if tv["reference"].ne("").any():
+                text.append(["", f"Δ vs {opts.reference}"]
+                            + [_delta_text(tv.loc[c], opts.alpha) if c in tv.index else "-" for c in cols])
+                numeric.append(_numeric(model, variant, "delta", tv, cols, "delta", "delta_ci_low",
+                                        "delta_ci_high", "p_value"))
+    return header, text, numeric
+
+
+def _numeric(model, variant, kind, tv, cols, v, lo, hi, p) -> dict:
+    rec = {"model": model, "variant": variant, "row": kind}
+    for c in cols:
+        r = tv.loc[c] if c in tv.index else None
+        rec[c] = None if r is None else r[v]
+        rec[f"{c}_ci_low"] = None if r is None else r[lo]
+        rec[f"{c}_ci_high"] = None if r is None else r[hi]
+        if p:
+            rec[f"{c}_p"] = None if r is None else r[p]
+    return rec
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def df_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
+    def show(x):
+        if isinstance(x, float):
+            return "" if math.isnan(x) else floatfmt.format(x)
+        return "" if x is None else x
+    return markdown_table(list(df.columns), [[show(x) for x in r] for r in df.itertuples(index=False)])
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("Δ", r"$\Delta$")):
+        s = s.replace(a, b)
+    return s
+
+
+def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
+    """booktabs table; a CI prints small after its value; a midrule between models."""
+    def cell(x: str) -> str:
+        x = _tex(str(x))
+        if " [" in x:
+            v, ci = x.split(" [", 1)
+            star = "$^{*}$" if ci.endswith("*") else ""
+            x = f"{v}{star}\\,{{\\scriptsize[{ci.rstrip('*')}}}"
+        return x
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
+             r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        if i and r[0]:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(cell(x) for x in r) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(caption)}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- curves (data for figures)
+
+def passk_curves(rows: pd.DataFrame, lookup: SampleLookup, opts: Options, k_max: int = 16) -> pd.DataFrame:
+    """pass@k (%) for k = 1..min(k_max, samples per problem), per model x variant x benchmark, mean over seeds."""
+    out = []
+    acc = rows[rows["metric"] == opts.metrics.get("Acc", "avg@k")].drop_duplicates(["cell_id", "eval", "benchmark"])
+    for (model, variant, b), g in acc.groupby(["model", "variant", "benchmark"], sort=False):
+        per_unit = []
+        for cell_id, ev in _units(g):
+            ps = lookup(cell_id, ev, b)
+            if ps is not None:
+                ks = range(1, min(k_max, int(ps.n.min())) + 1)
+                per_unit.append({k: 100.0 * float(np.mean(stats.pass_at_k_vec(ps.n, ps.c, k))) for k in ks})
+        if not per_unit:
+            continue
+        common = set.intersection(*(set(u) for u in per_unit))
+        out += [dict(model=model, variant=variant, benchmark=b, k=k, value=float(np.mean([u[k] for u in per_unit])),
+                     n_seeds=len(per_unit)) for k in sorted(common)]
+    return pd.DataFrame(out, columns=["model", "variant", "benchmark", "k", "value", "n_seeds"])
+
+
+def training_curve_data(train: pd.DataFrame, summary: pd.DataFrame, cells: pd.DataFrame,
+                        opts: Options) -> pd.DataFrame:
+    """Tidy curves: model, variant, cell_id, step, quantity, value.
+
+    Quantities: reward_mean, response_len_mean, entropy_mean from train/metrics.jsonl, and `score`, the mean Acc
+    over the benchmarks evaluated at each step (eval/step-N; the base evaluation is step 0).
+    """
+    info = cells.set_index("cell_id")[["model", "variant"]]
+    parts = []
+    if not train.empty:
+        t = train.melt(id_vars=["cell_id", "step"], value_vars=["reward_mean", "response_len_mean", "entropy_mean"],
+                       var_name="quantity", value_name="value").dropna(subset=["value"])
+        parts.append(t)
+    metric = opts.metrics.get("Acc", "avg@k")
+    s = summary[summary["metric"] == metric]
+    k = choose_k(s, metric, opts.k)
+    if k is not None:
+        s = s[s["k"] == k]
+        avg_set = [b for b in opts.average_over if b in set(s["benchmark"])] or sorted(set(s["benchmark"]))
+        s = s[s["benchmark"].isin(avg_set)]
+        sc = s.groupby(["cell_id", "step"], as_index=False)["value"].mean().assign(quantity="score")
+        parts.append(sc)
+    if not parts:
+        return pd.DataFrame(columns=["model", "variant", "cell_id", "step", "quantity", "value"])
+    d = pd.concat(parts, ignore_index=True)
+    d = d[d["cell_id"].isin(info.index)]
+    d = d.join(info, on="cell_id")
+    d = d[d["variant"] != "base"]
+    return d[["model", "variant", "cell_id", "step", "quantity", "value"]].reset_index(drop=True)
+
+
+def version_checks(evals: Sequence[dict]) -> pd.DataFrame:
+    """Library versions, task versions and git hashes across evaluations; `flag` where cells disagree."""
+    seen: dict[tuple[str, str], dict[str, set]] = {}
+    for e in evals:
+        for kind, d in (("library", e.get("versions", {})), ("task", e.get("task_versions", {})),
+                        ("git", {"commit": e["git_hash"]} if e.get("git_hash") else {})):
+            for name, ver in d.items():
+                seen.setdefault((kind, name), {}).setdefault(str(ver), set()).add(e["cell_id"])
+    out = []
+    for (kind, name), vers in sorted(seen.items()):
+        for ver, cell_ids in sorted(vers.items()):
+            out.append(dict(kind=kind, name=name, version=ver, n_cells=len(cell_ids),
+                            cells=" ".join(sorted(cell_ids)), flag=len(vers) > 1))
+    return pd.DataFrame(out, columns=["kind", "name", "version", "n_cells", "cells", "flag"])
