@@ -200,8 +200,10 @@ def read_saved(samples: str, tokenizer, template: str, n_problems: int | None, k
 
 def generate(model, tokenizer, problems: list[dict], template: str, k: int, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, logits_processor=None,
-             batch_size: int = 16) -> list[Response]:
-    """k sampled responses per problem with HF generate (ids kept as generated, stopped at EOS)."""
+             batch_size: int = 16, prompt_key: str | None = None) -> list[Response]:
+    """k sampled responses per problem with HF generate (ids kept as generated, stopped at EOS).
+
+    The prompt is `template` with {question} = problem["problem"], or problem[prompt_key] as is when given."""
     from transformers import LogitsProcessorList
 
     torch.manual_seed(seed)
@@ -210,7 +212,8 @@ def generate(model, tokenizer, problems: list[dict], template: str, k: int, max_
     out = []
     procs = LogitsProcessorList([logits_processor] if logits_processor is not None else [])
     for prob in problems:
-        prompt_ids = tokenizer(template.replace("{question}", prob["problem"]), add_special_tokens=False).input_ids
+        text = prob[prompt_key] if prompt_key else template.replace("{question}", prob["problem"])
+        prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
         left = k
         while left > 0:
             n = min(left, batch_size)

@@ -4,11 +4,11 @@ for the rest.
 At each decoding step the position's entropy (T = 1) is compared with `threshold` (0.672 nats, Fig. 2's p80): above
 it the logits are divided by T_high, else by T_low (`EntropyTemperatureProcessor`, the same callable for HF
 `generate` and vLLM). Each setting samples `k` responses per problem with HF generate, writes them as a replay file
-(`temperature/<setting>/replay.jsonl`: `task, problem, responses`) and scores them through the evaluation engine
-(`harness.evaluation.evaluate(backend="replay")`). Writes `temperature.csv` (t_high, t_low, benchmark, metric, k,
-value, ci_low, ci_high, ...) and `temperature.png`.
-Fallback, stated: if `harness.evaluation.evaluate` cannot be imported, each response is scored directly with
-`harness.scoring.score_math` against the problems file's `answer` field, and the `scorer` column says so.
+(`temperature/<setting>/replay.jsonl`: `task, problem, responses, lengths`) and scores them through the evaluation
+engine (`harness.evaluation.evaluate(backend="replay")`, which writes its own summary.csv and samples files in the
+setting's folder). Problems and prompts are the evaluation tasks' own (`tasks`, `data_dir`), so the replay lines
+match the benchmark exactly. Writes `temperature.csv` (t_high, t_low, benchmark, metric, k, value, ci_low, ci_high,
+...) and `temperature.png`.
 Deviation: the paper samples with vLLM; here generation is HF `generate` (the processor also fits vLLM, see
 docs/analyses.md).
 """
@@ -21,7 +21,7 @@ import pandas as pd
 from ablations import common
 from ablations.token_entropy import EntropyTemperatureProcessor
 from harness.config import ConfigError
-from harness.io import atomic_write_jsonl, read_jsonl
+from harness.io import atomic_write_jsonl
 
 
 def settings(t_high, t_low, fixed: float, sweep: str) -> list[tuple[float, float]]:
@@ -35,39 +35,30 @@ def settings(t_high, t_low, fixed: float, sweep: str) -> list[tuple[float, float
     return list(dict.fromkeys(pairs))
 
 
+def task_problems(tasks: list[str], data_dir: str | None, n: int | None, max_new_tokens: int) -> list[dict]:
+    """The evaluation tasks' problems and prompts (lm-eval docs after process_docs; prompt = the task's
+    doc_to_text)."""
+    from harness.evaluation.tasks import build_task, read_docs
+
+    out = []
+    for name in tasks:
+        task = build_task(name, k=1, temperature=1.0, top_p=1.0, max_gen_toks=max_new_tokens, data_dir=data_dir)
+        for doc in read_docs(task)[: n or None]:
+            out.append({"task": name, "problem": doc["problem"], "prompt": task.doc_to_text(doc)})
+    if not out:
+        raise ConfigError(f"tasks {tasks}: no problems")
+    return out
+
+
 def replay_rows(responses: list[common.Response]) -> list[dict]:
-    """One line per problem: `task, problem, responses` (the evaluation engine's replay format)."""
+    """One line per problem: `task, problem, responses, lengths` (the evaluation engine's replay format)."""
     rows: dict[tuple[str, str], dict] = {}
     for r in responses:
-        rows.setdefault((r.task, r.problem), {"task": r.task, "problem": r.problem, "responses": []})
-        rows[(r.task, r.problem)]["responses"].append(r.text)
+        row = rows.setdefault((r.task, r.problem), {"task": r.task, "problem": r.problem, "responses": [],
+                                                    "lengths": []})
+        row["responses"].append(r.text)
+        row["lengths"].append(len(r.response_ids))
     return list(rows.values())
-
-
-def score_setting(model_path: str, tasks: list[str], replay: Path, out_dir: Path, k: int, problems_file: str,
-                  responses: list[common.Response]) -> tuple[pd.DataFrame, str]:
-    """Summary rows (benchmark, metric, k, value, ...) and the scorer's name."""
-    try:
-        from harness.evaluation import evaluate
-    except ImportError:
-        evaluate = None
-    if evaluate is not None:
-        df = evaluate(model_path, tasks, out_dir, backend="replay", replay_file=str(replay), k=k)
-        return df, "harness.evaluation.evaluate(backend=replay)"
-    from harness.scoring import score_math
-
-    gold = {(r.get("problem") or r.get("question")): r.get("answer") for r in read_jsonl(problems_file)}
-    if any(gold.get(r.problem) is None for r in responses):
-        raise ConfigError(f"{problems_file}: an `answer` field is needed to score without harness.evaluation")
-    scores = score_math([r.text for r in responses], [str(gold[r.problem]) for r in responses])
-    df = pd.DataFrame({"benchmark": [r.task for r in responses], "correct": [s.correct for s in scores],
-                       "length": [len(r.response_ids) for r in responses]})
-    rows = []
-    for bench, g in df.groupby("benchmark"):
-        rows.append({"benchmark": bench, "metric": f"avg@{k}", "k": k, "value": 100 * g.correct.mean(),
-                     "n_samples": len(g)})
-        rows.append({"benchmark": bench, "metric": f"len@{k}", "k": k, "value": g.length.mean(), "n_samples": len(g)})
-    return pd.DataFrame(rows), "harness.scoring.score_math (harness.evaluation not importable)"
 
 
 def plot(df: pd.DataFrame, fixed: float, sweep: str, path) -> None:
@@ -86,7 +77,8 @@ def plot(df: pd.DataFrame, fixed: float, sweep: str, path) -> None:
             sub = acc[acc[hold] == fixed]
             for bench, g in sub.groupby("benchmark"):
                 g = g.sort_values(vary)
-                ax.plot(g[vary], g.value, marker="o", label=bench)
+                ax.errorbar(g[vary], g.value, yerr=[g.value - g.ci_low, g.ci_high - g.value], marker="o",
+                            capsize=3, label=bench)
             ax.set_xlabel(f"{vary.replace('_', ' ')} ({hold.replace('_', ' ')} = {fixed:g})")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
@@ -95,8 +87,7 @@ def plot(df: pd.DataFrame, fixed: float, sweep: str, path) -> None:
 
 
 def main(cfg) -> int:
-    common.require(cfg, "problems")
-    common.check_common(cfg)
+    common.require(cfg, "tasks")
     run = common.run_dir(cfg.get("run"))
     model_path = cfg.get("model_path") or (str(run / "final") if run else None)
     if not model_path:
@@ -104,28 +95,33 @@ def main(cfg) -> int:
     pairs = settings(cfg.t_high, cfg.t_low, cfg.fixed, cfg.sweep)
     if any(t < 0 for p in pairs for t in p):
         raise ConfigError("temperatures must be >= 0 (0 = greedy)")
+    for key in ("k", "max_new_tokens"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+    if cfg.get("data_dir") and not Path(cfg.data_dir).is_dir():
+        raise ConfigError(f"data_dir={cfg.data_dir!r}: not a directory")
     out = common.default_out(cfg, "temperature")
-    problems = common.load_problems(cfg.problems, cfg.n_problems)
-    tasks = list(cfg.tasks) if cfg.get("tasks") else sorted({p["task"] for p in problems})
+    tasks = [cfg.tasks] if isinstance(cfg.tasks, str) else list(cfg.tasks)
+    problems = task_problems(tasks, cfg.get("data_dir"), cfg.n_problems, cfg.max_new_tokens)
+
+    from harness.evaluation import evaluate
 
     model, tok = common.load_model(model_path, cfg.device, cfg.dtype)
     frames = []
     for t_high, t_low in pairs:
         proc = EntropyTemperatureProcessor(t_high, t_low, cfg.threshold)
-        responses = common.generate(model, tok, problems, cfg.prompt_template, cfg.k, cfg.max_new_tokens,
-                                    1.0, 1.0, cfg.seed, logits_processor=proc)
+        responses = common.generate(model, tok, problems, "", cfg.k, cfg.max_new_tokens, 1.0, 1.0, cfg.seed,
+                                    logits_processor=proc, prompt_key="prompt")
         sdir = out / "temperature" / f"th{t_high:g}_tl{t_low:g}"
         replay = atomic_write_jsonl(sdir / "replay.jsonl", replay_rows(responses))
-        if not cfg.score:
-            continue
-        df, scorer = score_setting(model_path, tasks, replay, sdir, cfg.k, cfg.problems, responses)
-        frames.append(df.assign(t_high=t_high, t_low=t_low, threshold=cfg.threshold, scorer=scorer))
-        acc = df[df.metric.astype(str).str.startswith("avg@")]
+        df = evaluate(None, tasks, sdir, backend="replay", k=cfg.k, replay_file=replay, data_dir=cfg.get("data_dir"),
+                      max_gen_toks=cfg.max_new_tokens, seed=cfg.seed, config=cfg,
+                      model_name=f"{model_path} T_high={t_high:g} T_low={t_low:g}",
+                      pass_ks=[x for x in (1, 2, 4, 8, 16) if x <= cfg.k])
+        frames.append(df.assign(t_high=t_high, t_low=t_low, threshold=cfg.threshold))
+        acc = df[df.metric == "avg@k"] if (df.metric == "avg@k").any() else df[df.metric.str.startswith("avg@")]
         print(f"T_high={t_high:g} T_low={t_low:g}: " +
               ", ".join(f"{b} {v:.1f}" for b, v in zip(acc.benchmark, acc.value)))
-    if not frames:
-        print(f"temperature: generated {len(pairs)} settings (score=false) -> {out / 'temperature'}")
-        return 0
     table = pd.concat(frames, ignore_index=True)
     lead = ["t_high", "t_low", "benchmark", "metric", "k", "value"]
     table = table[lead + [c for c in table.columns if c not in lead]]

@@ -240,16 +240,17 @@ def test_processor_in_hf_generate(tiny):
     assert all(torch.equal(row, greedy[0]) for row in all_low)
 
 
-def test_analyze_temperature_scores_each_setting(tiny, problems, tmp_path):
-    rc = cli(["analyze", "temperature", f"model_path={tiny['a']}", f"problems={problems}", "k=2", "max_new_tokens=6",
-              "t_high=[1.0]", "t_low=[0.0,1.0]", f"out={tmp_path}"])
+def test_analyze_temperature_scores_each_setting_through_evaluate(tiny, math_data_dir, tmp_path):
+    rc = cli(["analyze", "temperature", f"model_path={tiny['a']}", "tasks=[aime24]", f"data_dir={math_data_dir}",
+              "n_problems=2", "k=2", "max_new_tokens=6", "t_high=[1.0]", "t_low=[0.0,1.0]", f"out={tmp_path}"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "temperature.csv")
     acc = df[df.metric.str.startswith("avg@")]
     assert sorted(zip(acc.t_high, acc.t_low)) == [(1.0, 0.0), (1.0, 1.0)]
-    assert acc.value.between(0, 100).all()
+    assert acc.value.between(0, 100).all() and (acc.n_problems == 2).all()
     replay = read_jsonl(tmp_path / "temperature" / "th1_tl0" / "replay.jsonl")
-    assert len(replay) == 3 and all(len(r["responses"]) == 2 and r["task"] == "toy" for r in replay)
+    assert len(replay) == 2 and all(len(r["responses"]) == 2 and r["task"] == "aime24" for r in replay)
+    assert (tmp_path / "temperature" / "th1_tl0" / "summary.csv").exists()  # written by evaluate()
     assert (tmp_path / "temperature.png").exists()
 
 
@@ -258,7 +259,8 @@ def test_analyze_temperature_scores_each_setting(tiny, problems, tmp_path):
     ["overlap", "run=/nonexistent/run", "problems=/nonexistent.jsonl"],
     ["entropy", "model_path=x", "problems=/nonexistent.jsonl", "out=/tmp/x"],
     ["entropy", "model_path=x", "samples=/nonexistent/dir", "out=/tmp/x"],
-    ["temperature", "model_path=x", "problems=/nonexistent.jsonl", "out=/tmp/x"],
+    ["temperature", "model_path=x", "data_dir=/nonexistent", "out=/tmp/x"],
+    ["temperature", "model_path=x", "sweep=diagonal", "out=/tmp/x"],
     ["shift", "run=/tmp", "n_bins=0", "out=/tmp/x"],
     ["entropy", "model_path=x", "k=0", "out=/tmp/x"],
 ])
