@@ -34,6 +34,19 @@ def _rel(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
 
 
+def _comparison_md(c: pd.DataFrame) -> list[str]:
+    """Compared rows as a table; published rows without a result of ours listed compactly (all are in the CSV)."""
+    if c.empty:
+        return ["No published numbers loaded."]
+    done, missing = c[c["status"] != "no result"], c[c["status"] == "no result"]
+    out = [df_markdown(done.drop(columns=["status"])) if len(done) else "None of our results matches a published row."]
+    if len(missing):
+        out += ["", f"Published rows we have no result for ({len(missing)}; values in published_comparison.csv):", ""]
+        for (m, v, met), g in missing.groupby(["model", "variant", "metric"], sort=False):
+            out.append(f"- {m} {v} {met}: " + ", ".join(f"{b} {x}" for b, x in zip(g["benchmark"], g["published"])))
+    return out
+
+
 def render(p: Parts) -> str:
     prov = p.provenance
     lines = [f"# Report: grid `{p.grid}`", "",
@@ -72,7 +85,7 @@ def render(p: Parts) -> str:
     lines += ["## Comparison with the published numbers", "",
               "`published` is the paper's value as printed (results/published/published.csv); `diff` = ours - "
               "published; `inside_ci`: whether the published value lies inside our CI.", "",
-              df_markdown(p.comparison), ""]
+              *_comparison_md(p.comparison), ""]
     lines += ["## Significance: paired bootstrap against the reference", "",
               df_markdown(p.significance) if len(p.significance) else "No variant has a reference to compare with.",
               "", "## Across seeds", "", df_markdown(p.seeds) if len(p.seeds) else "No results.", ""]

@@ -151,3 +151,14 @@ def pass_at_k_vec(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
         ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, k]
     out = 1.0 - np.prod(ratio, axis=1)  # [P]
     return np.where(n < k, np.nan, out)
+
+
+def pass_at_k_curve_vec(n: np.ndarray, c: np.ndarray, k_max: int) -> np.ndarray:
+    """Mean pass@k over problems for k = 1..k_max at once (fractions) -> [k_max]; needs k_max <= min(n).
+
+    The running product over i < k of (n-c-i)/(n-i) is C(n-c, k)/C(n, k) for every k.
+    """
+    n, c = np.asarray(n, dtype=float), np.asarray(c, dtype=float)
+    i = np.arange(k_max)  # [K]
+    ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, K]
+    return (1.0 - np.cumprod(ratio, axis=1)).mean(axis=0)  # [K]

@@ -117,50 +117,78 @@ def pooled(units: Sequence[tuple[str, str]], benchmark: str, metric: str,
     return None if al is None else (al[0], al[1].mean(axis=0))  # [P]
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One cell's result for one benchmark (a seed, for pooling)."""
+    cell_id: str
+    eval: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n_problems: float
+
+
+def index_rows(rows: pd.DataFrame) -> dict[tuple, list[Unit]]:
+    """(metric, k, model, variant, benchmark) -> units, one per (cell, eval), in row order."""
+    idx: dict[tuple, dict[tuple, Unit]] = {}
+    for r in rows[["metric", "k", "model", "variant", "benchmark", "cell_id", "eval", "value", "ci_low", "ci_high",
+                   "n_problems"]].itertuples(index=False):
+        key = (r.metric, r.k, r.model, r.variant, r.benchmark)
+        idx.setdefault(key, {}).setdefault((r.cell_id, r.eval), Unit(r.cell_id, r.eval, float(r.value),
+                                                                      float(r.ci_low), float(r.ci_high),
+                                                                      float(r.n_problems)))
+    return {k: list(v.values()) for k, v in idx.items()}
+
+
+class _Ctx:
+    """What the aggregation helpers share: options, resampler, samples and a cache of pooled scores."""
+
+    def __init__(self, lookup: SampleLookup, opts: Options):
+        self.lookup, self.opts = lookup, opts
+        self.rs = stats.Resampler(opts.n_boot, opts.seed)
+        self._pooled: dict[tuple, tuple[list[str], np.ndarray] | None] = {}
+
+    def pooled(self, units: Sequence[Unit], benchmark: str, metric: str):
+        key = (tuple((u.cell_id, u.eval) for u in units), benchmark, metric)
+        if key not in self._pooled:
+            self._pooled[key] = pooled(key[0], benchmark, metric, self.lookup)
+        return self._pooled[key]
+
+
 def aggregate(rows: pd.DataFrame, lookup: SampleLookup, opts: Options) -> pd.DataFrame:
     """Long table: one row per model x variant x metric x benchmark (and Avg) with CI and difference to reference."""
-    rs = stats.Resampler(opts.n_boot, opts.seed)
+    ctx = _Ctx(lookup, opts)
+    idx = index_rows(rows)
     out = []
     benchmarks = benchmark_order(rows["benchmark"].unique(), opts)
     avg_set = [b for b in opts.average_over if b in benchmarks] or benchmarks
+    info = rows.drop_duplicates(["model", "variant"]).set_index(["model", "variant"])[["model_size_b", "rho"]]
     for label, metric in opts.metrics.items():
         k = choose_k(rows, metric, opts.k)
         if k is None:
             continue
         mrows = rows[(rows["metric"] == metric) & (rows["k"] == k)]
         for model in model_order(mrows):
-            mm = mrows[mrows["model"] == model]
-            size = mm["model_size_b"].iloc[0]
-            ref_units = {b: _units(mm[(mm["variant"] == opts.reference) & (mm["benchmark"] == b)])
-                         for b in benchmarks}
-            for variant in variant_order(mm["variant"].unique(), opts):
-                vv = mm[mm["variant"] == variant]
-                rho = vv["rho"].iloc[0]
-                cells_b = {}
-                for b in benchmarks:
-                    bb = vv[vv["benchmark"] == b]
-                    if bb.empty:
-                        continue
-                    cells_b[b] = _cell_value(bb, b, metric, lookup, opts, rs)
-                    rec = dict(label=label, model=model, model_size_b=size, variant=variant, rho=rho,
-                               benchmark=b, metric=metric, k=k, **cells_b[b])
-                    rec.update(_delta(variant, _units(bb), ref_units[b], b, metric, lookup, opts, rs,
-                                      rec["value"], mm))
-                    out.append(rec)
-                if all(b in cells_b for b in avg_set):
-                    vals = [cells_b[b]["value"] for b in avg_set]
-                    half = stats.combine_cis([(cells_b[b]["ci_low"], cells_b[b]["ci_high"]) for b in avg_set],
-                                             opts.alpha)
-                    v = float(np.mean(vals))
-                    rec = dict(label=label, model=model, model_size_b=size, variant=variant, rho=rho,
-                               benchmark=AVG, metric=metric, k=k, value=v, ci_low=v - half, ci_high=v + half,
-                               n_seeds=min(cells_b[b]["n_seeds"] for b in avg_set), ci_method="combined",
-                               n_problems=sum(cells_b[b]["n_problems"] for b in avg_set),
-                               avg_of=" ".join(avg_set))
-                    units = {b: _units(vv[vv["benchmark"] == b]) for b in avg_set}
-                    rec.update(_delta_avg(variant, units, ref_units, avg_set, metric, lookup, opts, rs, v, out,
-                                          label, model))
-                    out.append(rec)
+            ref = {b: idx.get((metric, k, model, opts.reference, b), []) for b in benchmarks}
+            ref_avg = float(np.mean([_mean(ref[b]) for b in avg_set]))  # NaN unless the reference has them all
+            for variant in variant_order(mrows.loc[mrows["model"] == model, "variant"].unique(), opts):
+                size, rho = info.loc[(model, variant)]
+                base = dict(label=label, model=model, model_size_b=size, variant=variant, rho=rho, metric=metric, k=k)
+                units = {b: idx[key] for b in benchmarks if (key := (metric, k, model, variant, b)) in idx}
+                vals = {}
+                for b, us in units.items():
+                    vals[b] = _cell_value(us, b, metric, ctx)
+                    out.append(dict(base, benchmark=b, **vals[b],
+                                    **_delta(variant, {b: us}, ref, [b], metric, ctx, vals[b]["value"],
+                                             _mean(ref[b]))))
+                if not all(b in vals for b in avg_set):
+                    continue
+                v = float(np.mean([vals[b]["value"] for b in avg_set]))
+                half = stats.combine_cis([(vals[b]["ci_low"], vals[b]["ci_high"]) for b in avg_set], opts.alpha)
+                out.append(dict(base, benchmark=AVG, value=v, ci_low=v - half, ci_high=v + half,
+                                n_seeds=min(vals[b]["n_seeds"] for b in avg_set), ci_method="combined",
+                                n_problems=sum(vals[b]["n_problems"] for b in avg_set), avg_of=" ".join(avg_set),
+                                **_delta(variant, units, ref, avg_set, metric, ctx, v, ref_avg)))
     cols = ["label", "model", "model_size_b", "variant", "rho", "benchmark", "metric", "k", "value", "ci_low",
             "ci_high", "n_seeds", "n_problems", "ci_method", "avg_of", "reference", "delta", "delta_ci_low",
             "delta_ci_high", "p_value", "n_paired", "delta_method"]
@@ -171,21 +199,23 @@ def _units(df: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(df["cell_id"], df["eval"])))
 
 
-def _cell_value(bb: pd.DataFrame, benchmark: str, metric: str, lookup: SampleLookup, opts: Options,
-                rs: stats.Resampler) -> dict:
-    bb = bb.drop_duplicates(["cell_id", "eval"])
-    n = len(bb)
-    value = float(bb["value"].mean())
-    n_problems = float(bb["n_problems"].max())
+def _mean(units: Sequence[Unit]) -> float:
+    return float(np.mean([u.value for u in units])) if units else math.nan
+
+
+def _cell_value(units: Sequence[Unit], benchmark: str, metric: str, ctx: _Ctx) -> dict:
+    n = len(units)
+    value = _mean(units)
+    n_problems = max(u.n_problems for u in units)
     if n == 1:
-        lo, hi, method = float(bb["ci_low"].iloc[0]), float(bb["ci_high"].iloc[0]), "eval"
+        lo, hi, method = units[0].ci_low, units[0].ci_high, "eval"
     else:
-        pool = pooled(_units(bb), benchmark, metric, lookup)
+        pool = ctx.pooled(units, benchmark, metric)
         if pool is not None:
-            ci = stats.bootstrap_ci([pool[1]], opts.alpha, rs)
+            ci = stats.bootstrap_ci([pool[1]], ctx.opts.alpha, ctx.rs)
             lo, hi, method, n_problems = ci.ci_low, ci.ci_high, "bootstrap pooled seeds", len(pool[1])
         else:
-            _, _, lo, hi = stats.seed_interval(list(bb["value"]), opts.alpha)
+            _, _, lo, hi = stats.seed_interval([u.value for u in units], ctx.opts.alpha)
             method = "t over seeds"
     return dict(value=value, ci_low=lo, ci_high=hi, n_seeds=n, n_problems=n_problems, ci_method=method,
                 avg_of="")
@@ -195,41 +225,28 @@ _NO_DELTA = dict(reference="", delta=math.nan, delta_ci_low=math.nan, delta_ci_h
                  n_paired=0, delta_method="")
 
 
-def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str, lookup: SampleLookup,
-            opts: Options, rs: stats.Resampler) -> stats.PairedResult | None:
+def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str,
+            ctx: _Ctx) -> stats.PairedResult | None:
     diffs = []
     for b in benchmarks:
-        pv, pr = pooled(variant_units[b], b, metric, lookup), pooled(ref_units[b], b, metric, lookup)
+        pv, pr = ctx.pooled(variant_units[b], b, metric), ctx.pooled(ref_units[b], b, metric)
         if pv is None or pr is None:
             return None
         al = align([pv, pr])
         if al is None:
             return None
         diffs.append(al[1][0] - al[1][1])  # [P_b] variant - reference per problem
-    return stats.paired_bootstrap(diffs, opts.alpha, rs)
+    return stats.paired_bootstrap(diffs, ctx.opts.alpha, ctx.rs)
 
 
-def _delta(variant, units, ref_units, b, metric, lookup, opts, rs, value, mm) -> dict:
-    if variant in (opts.reference, "base") or not ref_units:
+def _delta(variant: str, units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str, ctx: _Ctx,
+           value: float, ref_value: float) -> dict:
+    """Difference to the reference variant over `benchmarks` (one, or the Avg set), paired when samples exist."""
+    if variant in (ctx.opts.reference, "base") or math.isnan(ref_value) or any(not ref_units[b]
+                                                                               for b in benchmarks):
         return dict(_NO_DELTA)
-    ref = mm[(mm["variant"] == opts.reference) & (mm["benchmark"] == b)].drop_duplicates(["cell_id", "eval"])
-    if ref.empty:
-        return dict(_NO_DELTA)
-    delta = value - float(ref["value"].mean())
-    res = _paired({b: units}, {b: ref_units}, [b], metric, lookup, opts, rs)
-    return _delta_record(opts.reference, delta, res)
-
-
-def _delta_avg(variant, units, ref_units, avg_set, metric, lookup, opts, rs, value, out, label, model) -> dict:
-    if variant in (opts.reference, "base"):
-        return dict(_NO_DELTA)
-    ref = [r for r in out if r["label"] == label and r["model"] == model and r["variant"] == opts.reference
-           and r["benchmark"] == AVG]
-    if not ref:
-        return dict(_NO_DELTA)
-    delta = value - ref[0]["value"]
-    res = _paired(units, ref_units, avg_set, metric, lookup, opts, rs)
-    return _delta_record(opts.reference, delta, res)
+    res = _paired(units, ref_units, benchmarks, metric, ctx)
+    return _delta_record(ctx.opts.reference, value - ref_value, res)
 
 
 def _delta_record(reference: str, delta: float, res: stats.PairedResult | None) -> dict:
@@ -242,15 +259,14 @@ def _delta_record(reference: str, delta: float, res: stats.PairedResult | None) 
 def seed_table(rows: pd.DataFrame, opts: Options) -> pd.DataFrame:
     """Across seeds: per model x variant x benchmark x metric, the per-seed values, mean, sd and t-interval."""
     out = []
-    for (model, variant, b, metric, k), g in rows.groupby(["model", "variant", "benchmark", "metric", "k"],
-                                                           sort=True, dropna=False):
-        if metric not in opts.metrics.values():
-            continue
-        g = g.drop_duplicates(["cell_id", "eval"]).sort_values("cell_id")
+    rows = rows[rows["metric"].isin(list(opts.metrics.values()))]
+    rows = rows.drop_duplicates(["model", "variant", "benchmark", "metric", "k", "cell_id", "eval"])
+    for (model, variant, b, metric, k), g in rows.sort_values("cell_id").groupby(
+            ["model", "variant", "benchmark", "metric", "k"], sort=True, dropna=False):
         mean, sd, lo, hi = stats.seed_interval(list(g["value"]), opts.alpha)
         out.append(dict(model=model, variant=variant, benchmark=b, metric=metric, k=k, n_seeds=len(g), mean=mean,
                         sd=sd, ci_low=lo, ci_high=hi,
-                        values=" ".join(f"{s}:{v:.2f}" for s, v in zip(g["seed"].astype(str), g["value"]))))
+                        values=" ".join(f"{c}:{v:.2f}" for c, v in zip(g["cell_id"], g["value"]))))
     return pd.DataFrame(out, columns=["model", "variant", "benchmark", "metric", "k", "n_seeds", "mean", "sd",
                                       "ci_low", "ci_high", "values"])
 
@@ -335,9 +351,9 @@ def wide_rows(long: pd.DataFrame, label: str, opts: Options) -> tuple[list[str],
     text, numeric = [], []
     for model in list(dict.fromkeys(t["model"])):
         tm = t[t["model"] == model]
-        for variant in variant_order(tm["variant"].unique(), opts):
+        for i, variant in enumerate(variant_order(tm["variant"].unique(), opts)):
             tv = tm[tm["variant"] == variant].set_index("benchmark")
-            text.append([model, variant] + [_value_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
+            text.append([model if i == 0 else "", variant] + [_value_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
             numeric.append(_numeric(model, variant, "value", tv, cols, "value", "ci_low", "ci_high", None))
             if tv["reference"].ne("").any():
                 text.append(["", f"Δ vs {opts.reference}"]
@@ -367,12 +383,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines) + "\n"
 
 
-def df_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
-    def show(x):
-        if isinstance(x, float):
-            return "" if math.isnan(x) else floatfmt.format(x)
-        return "" if x is None else x
-    return markdown_table(list(df.columns), [[show(x) for x in r] for r in df.itertuples(index=False)])
+def df_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}", formats: dict[str, str] | None = None) -> str:
+    """A DataFrame as a Markdown table; floats with `floatfmt` (or formats[column]), integral k/n columns as ints."""
+    formats = {"p_value": "{:.3g}", **(formats or {})}
+
+    def show(x, col: str):
+        if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+            return ""
+        if isinstance(x, (float, np.floating)):
+            if col in ("k", "n_seeds", "n_problems", "n_paired", "n_cells") and float(x).is_integer():
+                return str(int(x))
+            return formats.get(col, floatfmt).format(x)
+        return x
+    cols = list(df.columns)
+    return markdown_table(cols, [[show(x, c) for x, c in zip(r, cols)] for r in df.itertuples(index=False)])
 
 
 def _tex(s: str) -> str:
@@ -383,7 +407,7 @@ def _tex(s: str) -> str:
 
 
 def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
-    """booktabs table; a CI prints small after its value; a midrule between models."""
+    """booktabs table; a CI prints small after its value; a midrule before each model (a row naming one)."""
     def cell(x: str) -> str:
         x = _tex(str(x))
         if " [" in x:
@@ -412,8 +436,8 @@ def passk_curves(rows: pd.DataFrame, lookup: SampleLookup, opts: Options, k_max:
         for cell_id, ev in _units(g):
             ps = lookup(cell_id, ev, b)
             if ps is not None:
-                ks = range(1, min(k_max, int(ps.n.min())) + 1)
-                per_unit.append({k: 100.0 * float(np.mean(stats.pass_at_k_vec(ps.n, ps.c, k))) for k in ks})
+                curve = stats.pass_at_k_curve_vec(ps.n, ps.c, min(k_max, int(ps.n.min())))  # [K]
+                per_unit.append({k + 1: 100.0 * float(v) for k, v in enumerate(curve)})
         if not per_unit:
             continue
         common = set.intersection(*(set(u) for u in per_unit))

@@ -1,0 +1,247 @@
+"""harness report: exact tables from a fixed results directory, the published numbers carried exactly, corrupt
+files reported and skipped, and the statistics checked against hand arithmetic.
+
+The fixture (tests/fixtures/report/, written by make_fixture.py) holds hand-made correctness patterns for
+Qwen3-8B-Base, so table entries can be checked by hand; expected/ holds the full tables it must give.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.io import REPO_ROOT
+from harness.report import build_report
+from harness.reporting import stats
+from harness.reporting.load import SUMMARY_COLUMNS, read_samples
+
+FIXTURE = Path(__file__).parent / "fixtures" / "report"
+EXPECTED = FIXTURE / "expected"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    res = build_report(FIXTURE, "fix", out_dir=out)
+    return res
+
+
+def _long(res) -> pd.DataFrame:
+    return pd.read_csv(res.out_dir / "tables" / "table2_long.csv", keep_default_na=False, na_values=[""])
+
+
+# ------------------------------------------------------------------ tables
+
+def test_tables_match_expected_exactly(report):
+    for name in ("table2_acc.md", "table2_len.md", "table2.tex"):
+        got = (report.out_dir / "tables" / name).read_text()
+        assert got == (EXPECTED / name).read_text(), f"{name} differs from tests/fixtures/report/expected/{name}"
+
+
+def test_table_entries_by_hand(report):
+    t = _long(report)
+    acc = t[t["label"] == "Acc"].set_index(["model", "variant", "benchmark"])
+    # Qwen3-8B-Base full, aime24: problem scores 25, 50, 0, 100 -> 43.75; sd 42.70 -> 43.75 +- 1.96*42.70/2
+    r = acc.loc[("Qwen3-8B-Base", "full", "aime24")]
+    assert r["value"] == pytest.approx(43.75) and r["ci_low"] == pytest.approx(1.9083, abs=1e-4)
+    assert r["ci_method"] == "eval" and r["n_seeds"] == 1
+    # top20 aime24: 50, 75, 0, 100 -> 56.25; per-problem differences 25, 25, 0, 0 -> +12.50, paired CI [0, 25]
+    r = acc.loc[("Qwen3-8B-Base", "top20", "aime24")]
+    assert r["value"] == pytest.approx(56.25) and r["delta"] == pytest.approx(12.5)
+    assert (r["delta_ci_low"], r["delta_ci_high"]) == (0.0, 25.0)
+    # Avg of aime24 and math500 (the paper's benchmarks present): (43.75 + 62.50) / 2 = 53.125
+    assert acc.loc[("Qwen3-8B-Base", "full", "Avg"), "value"] == pytest.approx(53.125)
+    assert acc.loc[("Qwen3-8B-Base", "full", "Avg"), "avg_of"] == "aime24 math500"
+    # base row: one base evaluation per model (the first complete cell's): 0, 25, 0, 50 -> 18.75
+    assert acc.loc[("Qwen3-8B-Base", "base", "aime24"), "value"] == pytest.approx(18.75)
+    # two seeds pooled: 32B full aime24 is the mean of the seeds' values
+    s = pd.read_csv(report.out_dir / "summary.csv")
+    seeds = s[(s["model"] == "Qwen3-32B-Base") & (s["variant"] == "full") & (s["benchmark"] == "aime24")
+              & (s["metric"] == "avg@k") & (s["step"] == 4)]["value"]
+    assert len(seeds) == 2
+    assert acc.loc[("Qwen3-32B-Base", "full", "aime24"), "value"] == pytest.approx(seeds.mean())
+    assert acc.loc[("Qwen3-32B-Base", "full", "aime24"), "ci_method"] == "bootstrap pooled seeds"
+
+
+def test_extra_benchmark_is_a_column_after_avg(report):
+    header = (report.out_dir / "tables" / "table2_acc.md").read_text().splitlines()[2]
+    assert header == "| Model | Variant | AIME24 | MATH500 | Avg | mini_ood |"
+
+
+def test_only_complete_cells_enter_tables_others_listed(report):
+    cells = pd.read_csv(report.out_dir / "cells.csv").set_index("cell_id")
+    assert cells.loc["q32-bottom80-s1", "state"] == "failed"
+    assert cells.loc["q32-top50-s1", "state"] == "running"
+    summary = pd.read_csv(report.out_dir / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert not summary["cell_id"].isin(["q32-bottom80-s1", "q32-top50-s1"]).any()
+    assert set(_long(report)["variant"]) == {"base", "full", "top20"}
+    text = (report.out_dir / "REPORT.md").read_text()
+    assert "| q32-bottom80-s1 | Qwen3-32B-Base | bottom80 |" in text
+
+
+# ------------------------------------------------------------------ published comparison
+
+def test_published_values_carried_exactly(report):
+    c = pd.read_csv(report.out_dir / "published_comparison.csv", dtype=str, keep_default_na=False)
+    row = c[(c["model"] == "Qwen3-32B-Base") & (c["variant"] == "top20") & (c["benchmark"] == "AIME25")
+            & (c["metric"] == "Acc@16")].iloc[0]
+    assert row["published"] == "56.67" and row["source"] == "Table 2" and row["status"] == "no result"
+    # as printed, trailing zero kept
+    assert c[(c["model"] == "Qwen3-32B-Base") & (c["variant"] == "full") & (c["benchmark"] == "Minerva")
+             & (c["metric"] == "Acc@16")]["published"].item() == "45.70"
+    # every published row appears once, with its printed value
+    pub = pd.read_csv(REPO_ROOT / "results" / "published" / "published.csv", dtype=str, keep_default_na=False)
+    assert len(c) == len(pub)
+    assert list(c["published"]) == list(pub["value"])
+    # the transcription matches the paper's file it was copied from, where that is present
+    shared = REPO_ROOT.parent / "shared" / "paper" / "published.csv"
+    if shared.exists():
+        assert pub.equals(pd.read_csv(shared, dtype=str, keep_default_na=False))
+
+
+def test_published_comparison_of_a_matched_row(report):
+    c = pd.read_csv(report.out_dir / "published_comparison.csv", dtype={"published": str})
+    r = c[(c["model"] == "Qwen3-8B-Base") & (c["variant"] == "full") & (c["benchmark"] == "AIME24")
+          & (c["metric"] == "Acc@16")].iloc[0]
+    # ours 43.75 (k=4) vs published 33.33: diff 10.42, inside our CI [1.91, 85.59]
+    assert r["ours"] == pytest.approx(43.75) and r["diff"] == pytest.approx(10.42)
+    assert r["inside_ci"] == "yes" and r["status"] == "compared (ours @4)"
+    # Average6 needs all six paper benchmarks: our Avg over two of them is not compared
+    avg = c[(c["model"] == "Qwen3-8B-Base") & (c["benchmark"] == "Average6")]
+    assert (avg["status"] == "no result").all()
+
+
+# ------------------------------------------------------------------ robustness and provenance
+
+def test_corrupt_files_reported_not_fatal(report):
+    problems = {Path(i.path).relative_to(FIXTURE).as_posix(): i.problem for i in report.issues}
+    assert "corrupt JSON" in problems["runs/fix/broken-cell/cell.json"]
+    assert "line 2" in problems["runs/fix/q32-top20-s2/eval/step-4/samples_mini_ood.jsonl"]
+    assert "corrupt line" in problems["runs/fix/q8-top20-s1/train/metrics.jsonl"]
+    text = (report.out_dir / "REPORT.md").read_text()
+    for path in problems:
+        assert path in text
+    # the cell with the corrupt samples file still counts, with a seed interval instead of a bootstrap
+    t = _long(report).set_index(["label", "model", "variant", "benchmark"])
+    assert t.loc[("Acc", "Qwen3-32B-Base", "top20", "mini_ood"), "ci_method"] == "t over seeds"
+    assert t.loc[("Acc", "Qwen3-32B-Base", "top20", "mini_ood"), "delta_method"] == "no samples: difference only"
+
+
+def test_version_disagreement_flagged(report):
+    v = pd.read_csv(report.out_dir / "versions.csv")
+    lm = v[(v["kind"] == "library") & (v["name"] == "lm_eval")]
+    assert lm["flag"].all() and set(lm["version"]) == {"0.4.12", "0.4.13"}
+    assert lm.loc[lm["version"] == "0.4.12", "cells"].item() == "q32-top20-s2"
+    assert not v[(v["kind"] == "library") & (v["name"] == "torch")]["flag"].any()
+    assert "Cells disagree on these versions" in (report.out_dir / "REPORT.md").read_text()
+
+
+def test_report_embeds_everything(report):
+    text = (report.out_dir / "REPORT.md").read_text()
+    for part in ("## Table 2 layout: Acc@4", "## Comparison with the published numbers", "## Significance",
+                 "## Across seeds", "figures/scaling.png", "figures/training_curves.png", "figures/passk.png",
+                 "figures/rho_sweep.png", "results produced at commit(s): `abc1234`"):
+        assert part in text
+    for png in ("scaling", "rho_sweep", "training_curves", "passk"):
+        assert (report.out_dir / "figures" / f"{png}.png").stat().st_size > 1000
+    assert (report.out_dir / "provenance.json").exists()
+
+
+def test_deterministic_and_step_option(tmp_path, report):
+    again = build_report(FIXTURE, "fix", out_dir=tmp_path / "a", make_figures=False)
+    assert (again.out_dir / "tables" / "table2_long.csv").read_text() == \
+        (report.out_dir / "tables" / "table2_long.csv").read_text()
+    early = build_report(FIXTURE, "fix", out_dir=tmp_path / "b", step=2, make_figures=False)
+    t = _long(early).set_index(["label", "model", "variant", "benchmark"])
+    # at step 2 the hand-made 8B cells hold the base pattern: 0, 25, 0, 50 -> 18.75
+    assert t.loc[("Acc", "Qwen3-8B-Base", "full", "aime24"), "value"] == pytest.approx(18.75)
+
+
+def test_analysis_outputs_included(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURE / "runs", root / "runs")
+    (root / "fix" / "analysis").mkdir(parents=True)
+    (root / "fix" / "analysis" / "overlap.csv").write_text("step,overlap\n0,100.0\n16,98.9\n")
+    res = build_report(root, "fix", make_figures=False)
+    assert res.out_dir == root / "fix"
+    text = (root / "fix" / "REPORT.md").read_text()
+    assert "### overlap.csv ([csv](analysis/overlap.csv))" in text and "| 16 | 98.9 |" in text
+
+
+def test_cli_report(tmp_path):
+    from harness.cli import main
+
+    assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", f"out_dir={tmp_path}", "figures=false",
+                 "n_boot=200"]) == 0
+    assert (tmp_path / "REPORT.md").exists()
+    assert main(["report", f"results_dir={FIXTURE}", "grid.name=nope", f"out_dir={tmp_path}"]) == 2
+    assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", "step=final"]) == 2
+
+
+# ------------------------------------------------------------------ statistics
+
+def test_pass_at_k_by_hand():
+    # n=4, c=1, k=2: 1 - C(3,2)/C(4,2) = 1 - 3/6 = 0.5
+    assert stats.pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert stats.pass_at_k(4, 0, 4) == 0.0 and stats.pass_at_k(4, 1, 4) == 1.0
+    with pytest.raises(ValueError):
+        stats.pass_at_k(2, 1, 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pass_at_k_vectorised_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = rng.integers(16, 40, size=50)
+    c = rng.integers(0, n + 1)
+    curve = stats.pass_at_k_curve_vec(n, c, 16)
+    for k in (1, 2, 5, 16):
+        ref = np.mean([stats.pass_at_k(int(a), int(b), k) for a, b in zip(n, c)])
+        assert np.mean(stats.pass_at_k_vec(n, c, k)) == pytest.approx(ref)
+        assert curve[k - 1] == pytest.approx(ref)
+
+
+def test_paired_bootstrap_by_hand():
+    rs = stats.Resampler(n_boot=500, seed=0)
+    same = stats.paired_bootstrap([np.zeros(10)], 0.05, rs)
+    assert same.diff == 0.0 and same.p_value == 1.0
+    # a constant shift of 5 on every problem: every resample gives 5, no resample is as far from 0 as 5
+    shift = stats.paired_bootstrap([np.full(10, 5.0)], 0.05, rs)
+    assert (shift.diff, shift.ci_low, shift.ci_high) == (5.0, 5.0, 5.0)
+    assert shift.p_value == pytest.approx(1 / 501)
+    # two benchmarks, mean differences 2 and 4: the Avg difference is 3 (benchmarks weigh equally)
+    two = stats.paired_bootstrap([np.full(3, 2.0), np.full(7, 4.0)], 0.05, rs)
+    assert two.diff == pytest.approx(3.0) and two.n_problems == 10
+
+
+def test_resampler_counts():
+    rs = stats.Resampler(n_boot=100, seed=3)
+    counts = rs.counts(7)  # [B, P]
+    assert counts.shape == (100, 7) and (counts.sum(axis=1) == 7).all()
+    assert np.allclose(rs.means(np.full(7, 2.5)), 2.5)
+    assert counts is rs.counts(7)  # cached: the same resamples for every comparison over 7 problems
+
+
+def test_seed_interval_and_combined_ci_by_hand():
+    # values 1, 2, 3: mean 2, sd 1, t(0.975, 2 df) = 4.303 -> 2 +- 4.303 / sqrt(3) = 2 +- 2.484
+    mean, sd, lo, hi = stats.seed_interval([1.0, 2.0, 3.0], 0.05)
+    assert (mean, sd) == (2.0, 1.0) and lo == pytest.approx(-0.4841, abs=1e-3) and hi == pytest.approx(4.4841,
+                                                                                                        abs=1e-3)
+    assert math.isnan(stats.seed_interval([5.0], 0.05)[2])
+    # two CIs of half-width 1.96 (se 1 each): the mean has se sqrt(2)/2, half-width 1.96 * 0.7071 = 1.386
+    assert stats.combine_cis([(0, 3.92), (10, 13.92)], 0.05) == pytest.approx(1.386, abs=1e-3)
+
+
+def test_read_samples_rejects_bad_lines(tmp_path):
+    p = tmp_path / "samples_x.jsonl"
+    p.write_text('{"problem": "a", "correct": [true, false], "lengths": [10, 20]}\n{"problem": "b"}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_samples(p)
+    p.write_text('{"problem": "a", "correct": [true, false], "lengths": [10, 20]}\n'
+                 '{"problem": "a", "correct": [true, true]}\n')
+    ps = read_samples(p)
+    assert ps.keys == ["a", "a#2"] and list(ps.c) == [1, 2] and ps.length[0] == 15.0 and math.isnan(ps.length[1])
