@@ -54,7 +54,8 @@ def read_rows(path: str | Path) -> list[dict]:
 
 def problem_and_answer(row: dict, problem_key: str | None = None, answer_key: str | None = None) -> tuple[str, str]:
     """(problem, answer) of one row; understands plain rows and DAPO-Math-17k's chat + reward_model rows."""
-    if "reward_model" in row and isinstance(row.get("prompt"), (list, tuple)) and problem_key is None:
+    chat = row.get("prompt")
+    if "reward_model" in row and hasattr(chat, "__len__") and not isinstance(chat, str) and problem_key is None:
         content = str(row["prompt"][-1]["content"])
         if content.startswith(DAPO_PREFIX):
             content = content[len(DAPO_PREFIX):]
@@ -67,7 +68,7 @@ def problem_and_answer(row: dict, problem_key: str | None = None, answer_key: st
         raise ValueError(f"row has no problem/answer columns (looked for {problem_key or PROBLEM_KEYS} and "
                          f"{answer_key or ANSWER_KEYS}); columns: {sorted(row)}")
     answer = row[ak]
-    if isinstance(answer, (list, tuple)):  # some collections store a list of accepted answers
+    if hasattr(answer, "__len__") and not isinstance(answer, str):  # a list of accepted answers (list / array)
         answer = answer[0]
     return str(row[pk]).strip(), str(answer).strip()
 

@@ -25,50 +25,53 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.config import ConfigError, require_choice, to_dict
-from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
+from harness.io import REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
 
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
 class TrainerSpec:
-    """A trainer preset (configs/trainer/*.yaml). Defaults are the paper's recipe; docs/training.md cites each."""
-    name: str = "custom"
-    prompts_per_rollout: int = 512  # prompts per generation batch
-    prompts_per_update: int = 32  # prompts per optimiser step (mini-batch)
-    num_generations: int = 16  # responses per prompt (G)
-    micro_batch_size: int = 16  # completions per forward/backward per device
-    num_iterations: int = 1  # passes over each rollout batch
-    max_steps: int = 1000  # optimiser steps
-    learning_rate: float = 1e-6
-    lr_scheduler_type: str = "constant_with_warmup"
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    max_completion_length: int = 20480
-    temperature: float = 1.0
-    top_p: float = 1.0
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.28
-    dual_clip: float | None = 10.0
-    dynamic_sampling: bool = True
-    max_num_gen_batches: int = 10
-    overlong_buffer: int = 4096  # 0 = no overlong shaping
-    overlong_penalty: float = 1.0
-    mask_truncated: bool = False
-    mask_selection: str = "topk"
-    mask_scope: str = "local"
-    loss_normalizer: str = "selected"
-    scale_rewards: str = "group"
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"
-    save_steps: int = 0  # 0 = only the final model
-    save_total_limit: int | None = None
-    report_to: str = "none"  # none | tensorboard | wandb (TRL's report_to)
+    """A trainer preset (configs/trainer/*.yaml): every field is required (a preset may inherit another with a
+    Hydra defaults list); values live in the YAML files, meanings in docs/training.md."""
+    name: str
+    prompts_per_rollout: int  # prompts per generation batch
+    prompts_per_update: int  # prompts per optimiser step (mini-batch)
+    num_generations: int  # responses per prompt (G)
+    micro_batch_size: int  # completions per forward/backward per device
+    num_iterations: int  # passes over each rollout batch
+    max_steps: int  # optimiser steps
+    learning_rate: float
+    lr_scheduler_type: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    adam_beta1: float
+    adam_beta2: float
+    max_completion_length: int
+    temperature: float
+    top_p: float
+    epsilon_low: float
+    epsilon_high: float
+    dual_clip: float | None
+    dynamic_sampling: bool
+    max_num_gen_batches: int
+    overlong_buffer: int  # 0 = no overlong shaping
+    overlong_penalty: float
+    mask_truncated: bool
+    mask_selection: str
+    mask_scope: str
+    loss_normalizer: str
+    scale_rewards: str
+    bf16: bool
+    gradient_checkpointing: bool
+    use_vllm: bool
+    vllm_mode: str
+    save_steps: int  # 0 = only the final model
+    save_total_limit: int | None
+    report_to: str  # none | tensorboard | wandb (TRL's report_to)
+
+
 
 
 @dataclass
@@ -77,7 +80,6 @@ class Plan:
     out: Path
     spec: TrainerSpec
     dapo: Any  # trainers.dapo.DAPOOptions
-    model_path: str | None  # None: build the tiny model
     model: dict
     loader: Callable
     reward: Callable
@@ -118,6 +120,10 @@ def validate(cfg) -> Plan:
     unknown = sorted(set(c["trainer"]) - set(valid))
     if unknown:
         raise ConfigError(f"unknown trainer keys: {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    missing = [k for k in valid if k not in c["trainer"]]
+    if missing:
+        raise ConfigError(f"trainer preset {c['trainer'].get('name')!r} lacks keys: {', '.join(missing)} "
+                          "(start it with `defaults: [dapo_cpu, _self_]` to inherit them)")
     spec = TrainerSpec(**c["trainer"])
     _positive_int(spec, "prompts_per_rollout", "prompts_per_update", "num_generations", "micro_batch_size",
                   "num_iterations", "max_steps", "max_completion_length", "max_num_gen_batches")
@@ -159,16 +165,55 @@ def validate(cfg) -> Plan:
     model = c["model"]
     require_choice(model.get("dtype", "float32"), DTYPES, "model.dtype")
     path = model.get("path")
-    if not path and not model.get("tiny"):
+    if model.get("prepare"):
+        import_path(model["prepare"], "model.prepare")
+    elif not path and not model.get("tiny"):
         raise ConfigError(model.get("path_hint") or f"model={model.get('name')}: model.path is required")
-    if path and str(path).startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+    elif path and _is_local(path) and not _local(path).exists():
         raise ConfigError(f"model.path={path} does not exist")
 
     data = c["data"]
     loader = import_path(data.get("loader"), "data.loader")
     reward = import_path(data.get("reward"), "data.reward")
-    return Plan(Path(c["out"]), spec, dapo, str(Path(path).expanduser()) if path else None, model, loader, reward,
-                grad_accum, steps_per_generation)
+    return Plan(Path(c["out"]), spec, dapo, model, loader, reward, grad_accum, steps_per_generation)
+
+
+def _is_local(path: str) -> bool:
+    return str(path).startswith(("/", ".", "~"))
+
+
+def _local(path: str) -> Path:
+    """A local model path; relative paths are relative to the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def resolve_model_path(model_cfg, out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> str:
+    """The model a run starts from, as a local folder or a hub id, prepared on demand.
+
+    - `model.prepare: module:function` (e.g. a warm start): called as `fn(model_cfg)`, returns the folder;
+    - `model.tiny` (and no `path`): `build_tiny(**model.tiny)` into `out_dir/base_model`, or, without `out_dir`,
+      into `cache_dir` (default `results/cache/tiny`) under a name made of the seed and sizes (built once);
+    - otherwise `model.path`: a hub id, or a local folder (relative paths are relative to the repository root).
+    """
+    m = to_dict(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
+    if m.get("prepare"):
+        return str(import_path(m["prepare"], "model.prepare")(model_cfg))
+    path = m.get("path")
+    if not path and m.get("tiny"):
+        from trainers.tiny import build_tiny
+
+        spec = dict(m["tiny"])
+        if out_dir is not None:
+            return str(build_tiny(Path(out_dir) / "base_model", **spec))
+        root = Path(cache_dir) if cache_dir else REPO_ROOT / "results" / "cache" / "tiny"
+        cache = root / "-".join(f"{k}{v}" for k, v in sorted(spec.items()))
+        if not (cache / "model.safetensors").exists():
+            build_tiny(cache, **spec)
+        return str(cache)
+    if not path:
+        raise ConfigError(m.get("path_hint") or f"model={m.get('name')}: model.path is required")
+    return str(_local(path)) if _is_local(path) else str(path)
 
 
 def grpo_args(plan: Plan, seed: int):
@@ -239,27 +284,19 @@ def _prepare_out(plan: Plan, cfg, resume: bool) -> str | None:
     return ckpt
 
 
-def train(cfg) -> Path:
-    """Train one run into `cfg.out`; return the run directory."""
-    plan = validate(cfg)
-    out = plan.out
-    if cfg.get("resume") and (out / "summary.json").exists() and (out / "final").is_dir():
-        return out  # already complete
-    ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")))
-    t0 = time.time()
-
+def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None):
+    """A ready DAPOTrainer for a validated config (the model is loaded here). `reward_funcs` replaces the data
+    config's reward (and the overlong reward) for tests and scripted experiments."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainers.dapo import DAPOTrainer
     from trainers.rewards import overlong_reward
 
+    plan = plan or validate(cfg)
+    out = plan.out
     args = grpo_args(plan, int(cfg.seed))  # TRL's own checks run before the model is loaded
-    model_path = plan.model_path
-    if model_path is None:
-        from trainers.tiny import build_tiny
-
-        model_path = str(build_tiny(out / "base_model", **plan.model["tiny"]))
+    model_path = resolve_model_path(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -268,19 +305,31 @@ def train(cfg) -> Path:
         **({"attn_implementation": plan.model["attn_implementation"]}
            if plan.model.get("attn_implementation") else {}))
     dataset = plan.loader(cfg.data)
-    rewards = [plan.reward]
     s = plan.spec
-    if s.overlong_buffer:
-        rewards.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
+    if reward_funcs is None:
+        reward_funcs = [plan.reward]
+        if s.overlong_buffer:
+            reward_funcs.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
     plan.dapo.metrics_path = str(out / "metrics.jsonl")
-    trainer = DAPOTrainer(model=model, reward_funcs=rewards, args=args,
-                          train_dataset=dataset, processing_class=tokenizer, dapo=plan.dapo)
+    return DAPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                       processing_class=tokenizer, dapo=plan.dapo)
+
+
+def train(cfg, reward_funcs: list | None = None) -> Path:
+    """Train one run into `cfg.out`; return the run directory."""
+    plan = validate(cfg)
+    out = plan.out
+    if cfg.get("resume") and (out / "summary.json").exists() and (out / "final").is_dir():
+        return out  # already complete
+    ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")))
+    t0 = time.time()
+    trainer = make_trainer(cfg, plan, reward_funcs)
     trainer.train(resume_from_checkpoint=ckpt)
 
     final, tmp = out / "final", out / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     atomic_write_json(out / "summary.json", provenance(
