@@ -47,9 +47,11 @@ def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Optio
     numeric = d["model_size_b"].notna().all()
     d["x"] = d["model_size_b"] if numeric else d["model"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=d, x="x", y="delta", hue="benchmark", marker="o", ax=ax, errorbar=None,
-                 sort=bool(numeric))
+    per_bench = d[d["benchmark"] != AVG]
+    sns.lineplot(data=per_bench, x="x", y="delta", hue="benchmark", marker="o", ax=ax, errorbar=None,
+                 sort=bool(numeric), lw=1, alpha=0.8)
     avg = d[d["benchmark"] == AVG].sort_values("x")
+    ax.plot(avg["x"], avg["delta"], color="black", lw=2.2, marker="o", label=f"{AVG} (ours)")
     if len(avg) and avg["delta_ci_low"].notna().any():
         ax.errorbar(avg["x"], avg["delta"], yerr=[avg["delta"] - avg["delta_ci_low"],
                                                    avg["delta_ci_high"] - avg["delta"]],
@@ -63,16 +65,16 @@ def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Optio
             order = np.argsort(xs)
             ax.plot(np.array(xs)[order], pd_.values[order], ls="--", color="grey", marker="s",
                     label=f"published ({PAPER_AVG})")
-            ax.legend()
     ax.axhline(0, color="black", lw=0.6)
     if numeric:
         ax.set_xscale("log")
         ticks = sorted(d["x"].unique())
         ax.set_xticks(ticks, [f"{t:g}B" for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel("model size (billion parameters)" if numeric else "model")
     ax.set_ylabel(f"{variant} - {opts.reference} (Acc, points)")
     ax.set_title(f"Scaling: {variant} minus {opts.reference}")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
@@ -124,7 +126,7 @@ def training_curves(curves: pd.DataFrame, path: Path) -> tuple[Path | None, str]
     plt, sns = _plt()
     agg = curves.groupby(["model", "quantity", "variant", "step"], sort=True)["value"].agg(["mean", "std"])
     agg = agg.reset_index()
-    models = list(dict.fromkeys(curves["model"]))
+    models = list(dict.fromkeys(curves["model"]))  # the caller orders rows by model size
     qs = [q for q in TRAIN_PANELS if q in set(curves["quantity"])]
     variants = list(dict.fromkeys(curves["variant"]))
     colors = dict(zip(variants, sns.color_palette(n_colors=len(variants))))
@@ -153,12 +155,13 @@ def passk_plot(curves: pd.DataFrame, opts: Options, path: Path) -> tuple[Path | 
         return None, "no per-problem samples"
     plt, sns = _plt()
     avg_set = [b for b in opts.average_over if b in set(curves["benchmark"])] or sorted(set(curves["benchmark"]))
-    d = curves[curves["benchmark"].isin(avg_set)].groupby(["model", "variant", "k"], as_index=False)["value"].mean()
+    d = curves[curves["benchmark"].isin(avg_set)].groupby(["model", "variant", "k"], as_index=False,
+                                                            sort=False)["value"].mean()
     models = list(dict.fromkeys(d["model"]))
     fig, axes = _grid(plt, 1, len(models), 3.2, 2.8)
     for ax, model in zip(axes[0], models):
         sns.lineplot(data=d[d["model"] == model], x="k", y="value", hue="variant", marker="o", errorbar=None,
-                     ax=ax, legend=ax is axes[0][-1])
+                     ax=ax, legend=ax is axes[0][-1], hue_order=list(dict.fromkeys(d["variant"])))
         ax.set_xscale("log", base=2)
         ax.set_title(model, fontsize=9)
         ax.set_ylabel(f"pass@k (%), mean of {len(avg_set)} benchmarks")

@@ -443,7 +443,12 @@ def passk_curves(rows: pd.DataFrame, lookup: SampleLookup, opts: Options, k_max:
         common = set.intersection(*(set(u) for u in per_unit))
         out += [dict(model=model, variant=variant, benchmark=b, k=k, value=float(np.mean([u[k] for u in per_unit])),
                      n_seeds=len(per_unit)) for k in sorted(common)]
-    return pd.DataFrame(out, columns=["model", "variant", "benchmark", "k", "value", "n_seeds"])
+    df = pd.DataFrame(out, columns=["model", "variant", "benchmark", "k", "value", "n_seeds"])
+    mo = {m: i for i, m in enumerate(model_order(acc))}
+    vo = {v: i for i, v in enumerate(variant_order(df["variant"].unique(), opts))}
+    bo = {b: i for i, b in enumerate(benchmark_order(df["benchmark"].unique(), opts))}
+    key = df["model"].map(mo) * 1e6 + df["variant"].map(vo) * 1e3 + df["benchmark"].map(bo)
+    return df.assign(_o=key).sort_values(["_o", "k"]).drop(columns="_o").reset_index(drop=True)
 
 
 def training_curve_data(train: pd.DataFrame, summary: pd.DataFrame, cells: pd.DataFrame,
@@ -474,6 +479,9 @@ def training_curve_data(train: pd.DataFrame, summary: pd.DataFrame, cells: pd.Da
     d = d[d["cell_id"].isin(info.index)]
     d = d.join(info, on="cell_id")
     d = d[d["variant"] != "base"]
+    order = {m: i for i, m in enumerate(model_order(cells))}
+    vorder = {v: i for i, v in enumerate(variant_order(d["variant"].unique(), opts))}
+    d = d.assign(_m=d["model"].map(order), _v=d["variant"].map(vorder)).sort_values(["_m", "_v", "cell_id", "step"])
     return d[["model", "variant", "cell_id", "step", "quantity", "value"]].reset_index(drop=True)
 
 
