@@ -45,8 +45,10 @@ def _csv(df: pd.DataFrame, path: Path, files: list[Path]) -> None:
 def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None = None,
                  published_dir: str | Path | None = None, step: str | int = "last", opts: tb.Options | None = None,
                  make_figures: bool = True, scaling_variant: str = "top20", passk_max: int = 16,
-                 config: dict | None = None) -> ReportResult:
-    """Read results_dir/runs/<grid>/, write everything under out_dir (default results_dir/<grid>)."""
+                 models: dict | None = None, config: dict | None = None) -> ReportResult:
+    """Read results_dir/runs/<grid>/, write everything under out_dir (default results_dir/<grid>).
+
+    models: model preset -> {name, size_b} (configs/report.yaml `models`), the display names of the tables."""
     t0 = time.perf_counter()
     opts = opts or tb.Options()
     results_dir = Path(results_dir)
@@ -59,7 +61,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
         res.timings[name] = clock[-1][0] - clock[-2][0]
         res.cpu_timings[name] = clock[-1][1] - clock[-2][1]
 
-    data = load_grid(results_dir, grid, step)
+    data = load_grid(results_dir, grid, step, models)
     lap("load")
     issues = list(data.issues)
     pub_dir = Path(published_dir) if published_dir else PUBLISHED_DIR
@@ -159,7 +161,8 @@ def main(cfg) -> int:
         raise ConfigError(f"step={cfg.step!r}: use 'last' or a step number")
     res = build_report(results_dir, grid, out_dir=cfg.out_dir, published_dir=cfg.published_dir,
                        step=cfg.step, opts=options_from_config(cfg), make_figures=bool(cfg.figures),
-                       scaling_variant=str(cfg.scaling_variant), passk_max=int(cfg.passk_max), config=to_dict(cfg))
+                       scaling_variant=str(cfg.scaling_variant), passk_max=int(cfg.passk_max),
+                       models=to_dict(cfg.models) if cfg.get("models") else None, config=to_dict(cfg))
     for i in res.issues:
         print(f"harness report: skipped {i.path}: {i.problem}", file=sys.stderr)
     print(f"harness report: wrote {len(res.files)} files under {res.out_dir} in {res.seconds:.1f} s "

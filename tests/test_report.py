@@ -245,3 +245,15 @@ def test_read_samples_rejects_bad_lines(tmp_path):
                  '{"problem": "a", "correct": [true, true]}\n')
     ps = read_samples(p)
     assert ps.keys == ["a", "a#2"] and list(ps.c) == [1, 2] and ps.length[0] == 15.0 and math.isnan(ps.length[1])
+
+
+def test_runner_cell_json_gets_display_name_size_and_rho(tmp_path):
+    from harness.reporting.load import parse_cell
+
+    runner_cell = {"grid": "paper", "cell_id": "qwen3_8b-top20-s0-1a2b3c4d", "model": "qwen3_8b", "variant": "top20",
+                   "seed": 0, "trainer": "dapo_paper", "data": "dapo_math"}
+    c = parse_cell(runner_cell, tmp_path, {"qwen3_8b": {"name": "Qwen3-8B-Base", "size_b": 8}})
+    assert (c["model"], c["model_size_b"], c["rho"], c["seed"]) == ("Qwen3-8B-Base", 8.0, 0.2, 0)
+    bare = parse_cell({"model": "qwen3_14b", "variant": "bottom80"}, tmp_path / "cell-x")
+    assert (bare["model"], bare["model_size_b"], bare["rho"], bare["cell_id"]) == ("qwen3_14b", 14.0, 0.8, "cell-x")
+    assert math.isnan(parse_cell({"model": "mini", "variant": "full"}, tmp_path)["model_size_b"])

@@ -3,12 +3,12 @@ pass@k curves. Each function takes tidy DataFrames, writes one PNG and returns i
 reason when the data cannot make that figure (e.g. no model sizes, one rho only)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.reporting.load import size_from_name
 from harness.reporting.tables import AVG, PAPER_AVG, Options
 
 
@@ -29,11 +29,6 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(tmp, dpi=100)
     tmp.replace(path)  # atomic, like harness.io
     return path
-
-
-def _size_from_name(name: str) -> float:
-    m = re.search(r"(\d+(?:\.\d+)?)B", name)
-    return float(m.group(1)) if m else np.nan
 
 
 def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Options, variant: str,
@@ -61,7 +56,7 @@ def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Optio
         piv = p.pivot_table(index="model", columns="variant", values="value", aggfunc=lambda s: float(s.iloc[0]))
         if {variant, opts.reference} <= set(piv.columns):
             pd_ = (piv[variant] - piv[opts.reference]).dropna()
-            xs = [_size_from_name(m) for m in pd_.index]
+            xs = [size_from_name(m) for m in pd_.index]
             order = np.argsort(xs)
             ax.plot(np.array(xs)[order], pd_.values[order], ls="--", color="grey", marker="s",
                     label=f"published ({PAPER_AVG})")

@@ -91,16 +91,32 @@ def default_rho(variant: str) -> float:
     return int(m.group(1)) / 100.0 if m else math.nan
 
 
-def parse_cell(cfg: dict, cell_dir: Path) -> dict:
-    """The fields the report needs from a cell.json (nested or flat), with defaults for optional ones."""
+def size_from_name(name: str) -> float:
+    """Billions of parameters from a name such as Qwen3-32B-Base or qwen3_8b; NaN if none."""
+    m = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])", name)
+    return float(m.group(1)) if m else math.nan
+
+
+def parse_cell(cfg: dict, cell_dir: Path, models: dict | None = None) -> dict:
+    """The fields the report needs from a cell.json (nested or flat), with defaults for optional ones.
+
+    `models` maps a model preset (what the runner writes, e.g. qwen3_8b) to {name, size_b}: the display name
+    used in tables and in the published comparison. Otherwise the size comes from `model_size_b` or the name.
+    """
     model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     variant = _name(cfg.get("variant")) or "unknown"
     rho = cfg.get("rho", (cfg.get("variant") or {}).get("rho") if isinstance(cfg.get("variant"), dict) else None)
     size = cfg.get("model_size_b", model_cfg.get("size_b") if model_cfg else None)
+    model = _name(cfg.get("model")) or "unknown"
+    alias = (models or {}).get(model) or {}
+    if alias:
+        model = str(alias.get("name", model))
+        size = size if size is not None else alias.get("size_b")
+    size = _float(size) if size is not None else size_from_name(model)
     return {
         "cell_id": str(cfg.get("cell_id") or cell_dir.name),
-        "model": _name(cfg.get("model")) or "unknown",
-        "model_size_b": _float(size),
+        "model": model,
+        "model_size_b": size,
         "variant": variant,
         "rho": _float(rho) if rho is not None else default_rho(variant),
         "seed": cfg.get("seed") if isinstance(cfg.get("seed"), (int, str)) else None,
@@ -243,11 +259,11 @@ def base_sources(cells: list[dict]) -> set[str]:
     return out
 
 
-def _scan_cell(cell_dir: Path, step: str | int, issues: list[Issue]) -> dict | None:
+def _scan_cell(cell_dir: Path, step: str | int, models: dict | None, issues: list[Issue]) -> dict | None:
     cfg = _read_json(cell_dir / "cell.json", issues)
     if cfg is None:
         return None  # named in issues; without a cell.json we cannot place the cell
-    cell = parse_cell(cfg, cell_dir)
+    cell = parse_cell(cfg, cell_dir, models)
     if (cell_dir / "status.json").exists():
         status = _read_json(cell_dir / "status.json", issues)
         state = str(status.get("state", "no state")) if status is not None else "corrupt status"
@@ -303,15 +319,17 @@ def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: 
                 issues.append(Issue(str(sp), f"corrupt, skipped: {e}"))
 
 
-def load_grid(results_dir: Path, grid: str, step: str | int = "last") -> GridData:
-    """Read results/runs/<grid>/*/ (cells) and analysis outputs; only complete cells enter summary and samples."""
+def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: dict | None = None) -> GridData:
+    """Read results/runs/<grid>/*/ (cells) and analysis outputs; only complete cells enter summary and samples.
+
+    models: preset -> {name, size_b} display names (see parse_cell)."""
     results_dir = Path(results_dir)
     runs = results_dir / "runs" / grid
     issues: list[Issue] = []
     if not runs.is_dir():
         issues.append(Issue(str(runs), "no such grid directory"))
     dirs = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    cells = [c for c in (_scan_cell(d, step, issues) for d in dirs) if c is not None]
+    cells = [c for c in (_scan_cell(d, step, models, issues) for d in dirs) if c is not None]
     sources = base_sources(cells)
     out: dict = {"summary": [], "evals": [], "samples": {}}
     train: list[dict] = []
