@@ -257,3 +257,41 @@ def test_runner_cell_json_gets_display_name_size_and_rho(tmp_path):
     bare = parse_cell({"model": "qwen3_14b", "variant": "bottom80"}, tmp_path / "cell-x")
     assert (bare["model"], bare["model_size_b"], bare["rho"], bare["cell_id"]) == ("qwen3_14b", 14.0, 0.8, "cell-x")
     assert math.isnan(parse_cell({"model": "mini", "variant": "full"}, tmp_path)["model_size_b"])
+
+
+def test_reads_real_evaluation_output(math_data_dir, tmp_path):
+    """Cells whose eval directories were written by harness.evaluation (backend=replay): the file contract holds."""
+    import json
+
+    from harness.evaluation import evaluate
+    from harness.tasks.math.utils import gold_of, problem_of
+
+    rows = [json.loads(x) for x in open(math_data_dir / "aime24.jsonl", encoding="utf-8")][:4]
+    runs = tmp_path / "runs" / "real"
+    for variant, n_right in (("full", [1, 1, 0, 2]), ("top20", [2, 2, 1, 2])):  # of 2 responses per problem
+        cd = runs / f"{variant}-s0"
+        cd.mkdir(parents=True)
+        (cd / "cell.json").write_text(json.dumps({"cell_id": cd.name, "model": "qwen3_8b", "variant": variant,
+                                                  "seed": 0}))
+        (cd / "status.json").write_text('{"state": "complete"}')
+        lines = [{"task": "aime24", "problem": problem_of(r),
+                  "responses": [f"\\boxed{{{gold_of(r)}}}" if i < n else "\\boxed{-1}" for i in range(2)]}
+                 for r, n in zip(rows, n_right)]
+        (tmp_path / f"{variant}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        evaluate(tasks="aime24", backend="replay", replay_file=tmp_path / f"{variant}.jsonl", data_dir=math_data_dir,
+                 out_dir=cd / "eval" / "step-1", k=2, bootstrap_iters=100, pass_ks=(1, 2))
+    res = build_report(tmp_path, "real", make_figures=False, models={"qwen3_8b": {"name": "Qwen3-8B-Base",
+                                                                                   "size_b": 8}})
+    assert not res.issues
+    t = _long(res).set_index(["label", "variant", "benchmark"])
+    # full: 1/2, 1/2, 0, 2/2 -> 50.00; top20: 1, 1, 1/2, 1 -> 87.50; paired differences 50, 50, 50, 0 -> +37.50
+    assert t.loc[("Acc", "full", "aime24"), "value"] == pytest.approx(50.0)
+    assert t.loc[("Acc", "top20", "aime24"), "value"] == pytest.approx(87.5)
+    assert t.loc[("Acc", "top20", "aime24"), "delta"] == pytest.approx(37.5)
+    assert t.loc[("Acc", "top20", "aime24"), "delta_method"] == "paired bootstrap"
+    c = pd.read_csv(res.out_dir / "published_comparison.csv", dtype={"published": str})
+    r = c[(c["model"] == "Qwen3-8B-Base") & (c["variant"] == "top20") & (c["benchmark"] == "AIME24")
+          & (c["metric"] == "Acc@16")].iloc[0]
+    assert r["status"] == "compared (ours @2)" and r["published"] == "34.58"
+    v = pd.read_csv(res.out_dir / "versions.csv")
+    assert {"library", "task", "git"} <= set(v["kind"]) and not v["flag"].any()
