@@ -150,6 +150,8 @@ def response_entropies(model, responses: list[Response], temperature: float = 1.
             if not r.response_ids:
                 out.append(torch.zeros(0))
                 continue
+            if not r.prompt_ids:
+                raise ValueError(f"empty prompt for a response to {r.problem[:60]!r}: the first token has no context")
             ids = torch.tensor([r.prompt_ids + r.response_ids], device=device)  # [1, P+L]
             hidden = backbone(input_ids=ids).last_hidden_state[0]  # [P+L, H]
             p = len(r.prompt_ids)
@@ -182,13 +184,15 @@ def sample_files(samples: str) -> list[Path]:
 
 
 def read_saved(samples: str, tokenizer, template: str, n_problems: int | None, k: int | None) -> list[Response]:
-    """Responses from evaluation samples files (`task, problem, responses, ...` per line), re-tokenised."""
+    """Responses from evaluation samples files (`task, problem, responses[, prompt]` per line), re-tokenised; the
+    line's `prompt` (written by harness.evaluation) is used when present, else `template`."""
     out = []
     for f in sample_files(samples):
         for row in read_jsonl(f)[: n_problems or None]:
             if "problem" not in row or "responses" not in row:
                 raise ConfigError(f"{f}: each line needs `problem` and `responses`")
-            prompt_ids = tokenizer(template.replace("{question}", row["problem"]), add_special_tokens=False).input_ids
+            prompt = row.get("prompt") or template.replace("{question}", row["problem"])  # the engine's own prompt
+            prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
             for text in row["responses"][: k or None]:
                 rid = tokenizer(text, add_special_tokens=False).input_ids
                 out.append(Response(row.get("task", f.stem.removeprefix("samples_")), row["problem"], prompt_ids,
@@ -292,10 +296,12 @@ def plt_agg():
     return plt
 
 
-def dump_responses(responses: list[Response], path: Path) -> Path:
-    """The analysed responses as JSONL (ids and text), so the numbers can be recomputed."""
+def dump_responses(responses: list[Response], path: Path, entropies: list[torch.Tensor] | None = None) -> Path:
+    """The analysed responses as JSONL (ids, text and per-token entropy), so the numbers can be recomputed."""
     rows = [{"task": r.task, "problem": r.problem, "response": r.text, "response_ids": r.response_ids}
             for r in responses]
+    for row, h in zip(rows, entropies or []):
+        row["entropy"] = [round(x, 6) for x in h.tolist()]
     atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in rows))
     return path
 

@@ -85,7 +85,7 @@ def main(cfg) -> int:
                      out / "entropy.csv", cfg, **meta)
     common.write_csv(tokens, out / "entropy_tokens.csv", cfg, **meta)
     if cfg.save_responses:
-        common.dump_responses(responses, out / "entropy_responses.jsonl")
+        common.dump_responses(responses, out / "entropy_responses.jsonl", entropies)
     plot(all_h, stats, tokens, cfg, out / "entropy.png")
     print(f"entropy: {int(stats['n_tokens'])} tokens from {len(responses)} responses; "
           f"{stats[f'share_below_{cfg.low_threshold:g}_pct']:.2f}% < {cfg.low_threshold:g} nats, "

@@ -46,10 +46,10 @@ def percentile_table(ckpts: list[common.Checkpoint], ents: dict, percentiles) ->
 def plot(bins: pd.DataFrame, pct: pd.DataFrame, percentiles, path) -> None:
     plt = common.plt_agg()
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.2))
-    a.bar(bins.percentile_high, bins.entropy_change_mean, width=100 / len(bins) * 0.85, align="edge",
+    a.bar(bins.percentile_low, bins.entropy_change_mean, width=100 / len(bins) * 0.85, align="edge",
           color="#4C72B0")
     a.axhline(0, color="black", lw=0.8)
-    a.set_xlabel("base-model entropy percentile (upper edge of bin)")
+    a.set_xlabel("base-model entropy percentile (%)")
     a.set_ylabel("mean entropy change after RL (nats)")
     a.set_title("Fig. 4: entropy change by base-entropy percentile")
     for p in percentiles:

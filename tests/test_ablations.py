@@ -83,7 +83,16 @@ def tiny(tmp_path_factory):
     from trainers.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("abl")
-    return {"a": build_tiny(root / "a", seed=0), "b": build_tiny(root / "b", seed=1), "root": root}
+    paths = {"a": build_tiny(root / "a", seed=0), "b": build_tiny(root / "b", seed=1), "root": root}
+    # "peaky": model a with its (tied) lm_head scaled by 25, so token entropies spread over ~[0, 4] nats
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(paths["a"])
+    with torch.no_grad():
+        model.lm_head.weight.mul_(25.0)
+    model.save_pretrained(root / "peaky")
+    AutoTokenizer.from_pretrained(paths["a"]).save_pretrained(root / "peaky")
+    return {**paths, "peaky": root / "peaky"}
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +129,13 @@ def test_analyze_entropy_statistics_match_plain_reference(tiny, problems, tmp_pa
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "ent"
-    rc = cli(["analyze", "entropy", f"model_path={tiny['a']}", f"problems={problems}", "k=2", "max_new_tokens=12",
+    rc = cli(["analyze", "entropy", f"model_path={tiny['peaky']}", f"problems={problems}", "k=2", "max_new_tokens=12",
               "min_count=2", "top_n=3", "chunk_size=4", f"out={out}"])
     assert rc == 0
-    model = AutoModelForCausalLM.from_pretrained(tiny["a"]).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny["peaky"]).eval()
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny["a"])
+    tok = AutoTokenizer.from_pretrained(tiny["peaky"])
     rows = read_jsonl(out / "entropy_responses.jsonl")
     assert len(rows) == 6  # 3 problems x k=2
     template = "User:\n{question}\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:\n"
@@ -136,6 +145,8 @@ def test_analyze_entropy_statistics_match_plain_reference(tiny, problems, tmp_pa
     stats = pd.read_csv(out / "entropy.csv").set_index("statistic").value
     expect = entropy_summary(ref.float())
     assert stats["n_tokens"] == ref.numel() > 0
+    torch.testing.assert_close(torch.tensor([e for r in rows for e in r["entropy"]], dtype=torch.float64), ref,
+                               atol=1e-4, rtol=1e-4)  # per token too
     for key in ("mean", "p10", "p50", "p80", "p99", "share_below_0.01_pct", "share_above_0.672_pct"):
         assert stats[key] == pytest.approx(expect[key], abs=1e-4), key
     tokens = pd.read_csv(out / "entropy_tokens.csv", keep_default_na=False)
@@ -145,16 +156,30 @@ def test_analyze_entropy_statistics_match_plain_reference(tiny, problems, tmp_pa
     assert prov["config"]["k"] == 2 and "git_hash" in prov
 
 
-def test_analyze_entropy_reads_saved_samples(tiny, tmp_path):
+def test_analyze_entropy_reads_saved_samples_with_their_prompt(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     samples = tmp_path / "eval" / "samples_toy.jsonl"
     samples.parent.mkdir()
-    samples.write_text(json.dumps({"task": "toy", "problem": "1+1?", "gold": "2", "responses": ["It is \\boxed{2}.",
-                                   "2"], "extracted": ["2", None], "correct": [True, False], "lengths": [15, 1]}) + "\n")
-    rc = cli(["analyze", "entropy", f"model_path={tiny['a']}", f"samples={samples.parent}", "min_count=1",
+    line = {"task": "toy", "problem": "1+1?", "prompt": "Q: 1+1?\nA:", "gold": "2",
+            "responses": ["It is \\boxed{2}.", "2", "One plus one: 1 + 1 = 2, so \\boxed{2}. Wait, check: yes."],
+            "correct": [True, False, True]}
+    samples.write_text(json.dumps(line) + "\n")
+    rc = cli(["analyze", "entropy", f"model_path={tiny['peaky']}", f"samples={samples.parent}", "min_count=1",
               f"out={tmp_path / 'o'}"])
     assert rc == 0
     stats = pd.read_csv(tmp_path / "o" / "entropy.csv").set_index("statistic").value
-    assert stats["n_tokens"] == len("It is \\boxed{2}.") + 1  # byte-level tokenizer: one token per byte
+    tok = AutoTokenizer.from_pretrained(tiny["peaky"])
+    model = AutoModelForCausalLM.from_pretrained(tiny["peaky"]).eval()
+    ref = torch.cat([_logits_entropy(model, tok(line["prompt"]).input_ids, tok(r).input_ids)
+                     for r in line["responses"]])
+    assert stats["n_tokens"] == ref.numel() == sum(len(r.encode()) for r in line["responses"])  # one token a byte
+    assert ref.max() - ref.min() > 1.0  # a real spread of entropies (teacher-forced varied text)
+    assert stats["p80"] == pytest.approx(torch.quantile(ref, 0.8).item(), abs=1e-4)
+    assert stats["mean"] == pytest.approx(ref.mean().item(), abs=1e-4)  # scored after the line's own prompt
+    other = torch.cat([_logits_entropy(model, tok("User:\\n1+1?\\n").input_ids, tok(r).input_ids)
+                       for r in line["responses"]])
+    assert abs(other.mean().item() - ref.mean().item()) > 1e-2  # so the prompt matters at this tolerance
 
 
 def test_analyze_overlap_self_is_100_and_writes_next_to_run(tiny, problems, run_dir):
