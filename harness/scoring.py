@@ -10,13 +10,17 @@
    strings are compared after a light normalisation (`normalize_answer`: spaces, `$`, `\\left/\\right`,
    `\\text{}`, `^\\circ`, a trailing period), so answers sympy cannot parse (text, descriptions of functions)
    are still matched when written the same way as the gold. Shortcuts that give math-verify's verdict without
-   sympy: equal normalised strings, and two plain decimal numbers (equal, or differing by > 1e-4 relative).
-   Identical (answer, gold) pairs in one call are checked once.
+   sympy: equal normalised strings, and two plain decimal numbers (equal, or differing by > 1e-4 relative);
+   after parsing, two constant expressions whose numeric values differ by > 1e-4 relative are "different"
+   without math-verify's simplify (closer calls, percentages and degrees go to math-verify). Identical
+   (answer, gold) pairs in one call are checked once; parses are cached per worker.
 3. Each sample has a wall-clock budget of `timeout_s`, enforced twice: an interval timer inside the worker
    (math-verify's own SIGALRM timeouts are switched off; they fail outside the main thread), and, for hangs in
    C code that no signal interrupts (e.g. a huge integer power), the parent kills the worker after
    `timeout_s + KILL_GRACE_S`, marks the sample "timeout" and restarts the worker. A sample that raises is
-   scored wrong with status "error". Statuses are counted by the caller (metrics: `no_answer`).
+   scored wrong with status "error", and so is one whose value could exceed 2**MAX_VALUE_BITS (a power tower
+   such as 2^{2^{2^{2^{2^2}}}} or (10^{10})!, bounded from the parsed tree by `value_bits` without evaluating
+   it): sympy would otherwise spend the whole timeout on it. Statuses are counted by the caller (metrics: `no_answer`).
 
 Workers are a persistent pool of `python -m harness.scoring` processes (started once per calling process,
 about a second; restarted only after a kill), so the trainer can call `score_math` once per batch without
@@ -30,6 +34,7 @@ checker; the released code uses verl's math_dapo string normaliser. math-verify 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import signal
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 
 MAX_ANSWER_CHARS = 2_000  # a boxed answer longer than this is not parsed (scored wrong, status "error")
@@ -119,13 +125,81 @@ def _on_alarm(signum, frame):  # noqa: ARG001
     raise _SampleTimeout()
 
 
-def _verify(answer: str, gold: str) -> bool:
-    from math_verify import LatexExtractionConfig, parse, verify
+MAX_VALUE_BITS = 1e6  # an expression whose value may exceed 2**(this) is not evaluated (power towers)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def value_bits(e) -> float:
+    """An upper bound of log2|value| of a parsed sympy expression, from its tree and without evaluating it
+    (inf when over 2**60 bits). Symbols count as 0 bits: only numeric growth is bounded."""
+    import sympy
+
+    if isinstance(e, sympy.Integer):
+        return float(abs(int(e)).bit_length())
+    if isinstance(e, sympy.Rational):
+        return float(max(abs(e.p).bit_length(), e.q.bit_length()))
+    if isinstance(e, sympy.Number) or not isinstance(e, sympy.Basic) or not e.args:
+        return 64.0 if isinstance(e, sympy.Number) else 0.0
+    if isinstance(e, (sympy.Pow, sympy.exp)):
+        base, ex = (e.base, e.exp) if isinstance(e, sympy.Pow) else (sympy.E, e.args[0])
+        x = value_bits(ex)
+        if x > 60:
+            return math.inf
+        b = value_bits(base)
+        if base.free_symbols:
+            return b + x + 1  # x**(big) stays symbolic: sympy does not expand it
+        return max(b, 2.0) * 2.0 ** x
+    if isinstance(e, sympy.factorial):
+        x = value_bits(e.args[0])
+        return math.inf if x > 60 else 2.0 ** x * (x + 1)
+    return sum(value_bits(a) for a in e.args) + 1.0
+
+
+@lru_cache(maxsize=8192)
+def _parse(text: str) -> tuple:
+    """math-verify's parse of `\\boxed{text}`, cached per worker (golds repeat k times; answers repeat too).
+    math-verify's own cache holds 20 entries."""
+    from math_verify import LatexExtractionConfig, parse
 
     cfg = [LatexExtractionConfig(boxed_match_priority=0)]
-    g = parse("\\boxed{" + gold + "}", extraction_config=cfg, parsing_timeout=None)
-    p = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
-    return bool(g and p and verify(g, p, timeout_seconds=None))
+    return tuple(parse("\\boxed{" + text + "}", extraction_config=cfg, parsing_timeout=None))
+
+
+def _clearly_different_numbers(g: tuple, p: tuple, raw: str) -> bool:
+    """Both sides a single plain number (no symbols, sets, relations; no % or degrees in the text) whose values
+    differ by more than 1e-4 relative: math-verify would say "different" too, after a slow simplify."""
+    import sympy
+
+    if "%" in raw or "circ" in raw:
+        return False
+    a, b = g[0] if g else None, p[0] if p else None
+    if not all(isinstance(x, sympy.Expr) and x.is_number and not isinstance(x, (sympy.Tuple, sympy.Set))
+               for x in (a, b)):
+        return False
+    try:
+        x, y = complex(sympy.N(a, 20)), complex(sympy.N(b, 20))
+    except (TypeError, ValueError, ArithmeticError):
+        return False
+    if any(map(math.isnan, (x.real, x.imag, y.real, y.imag))):
+        return False
+    return abs(x - y) > 1e-4 * max(1.0, abs(x))
+
+
+def _verify(answer: str, gold: str) -> bool:
+    import sympy
+    from math_verify import verify
+
+    g, p = _parse(gold), _parse(answer)
+    if any(isinstance(x, sympy.Basic) and value_bits(x) > MAX_VALUE_BITS for x in [*g, *p]):
+        raise _TooBig()
+    if not (g and p):
+        return False
+    if _clearly_different_numbers(g, p, gold + answer):
+        return False
+    return bool(verify(list(g), list(p), timeout_seconds=None))
 
 
 _NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
@@ -160,6 +234,8 @@ def _check(answer: str, gold: str, timeout_s: float) -> tuple[bool, str]:
         return _verify(answer, gold), "ok"
     except _SampleTimeout:
         return False, "timeout"
+    except _TooBig:
+        return False, "error"
     except Exception:  # noqa: BLE001 - any failure on model output is a wrong answer, counted
         return False, "error"
     finally:
