@@ -295,3 +295,21 @@ def test_reads_real_evaluation_output(math_data_dir, tmp_path):
     assert r["status"] == "compared (ours @2)" and r["published"] == "34.58"
     v = pd.read_csv(res.out_dir / "versions.csv")
     assert {"library", "task", "git"} <= set(v["kind"]) and not v["flag"].any()
+
+
+def test_grid_without_paper_benchmarks_averages_its_own():
+    """The CPU-scale grid (mini_id, mini_ood, no samples): Avg over its benchmarks, after them; Δ without a test."""
+    from harness.reporting import tables as tb
+
+    rows = pd.DataFrame([
+        dict(cell_id=f"{v}-s0", eval="step-60", model="mini", model_size_b=math.nan, variant=v, rho=r,
+             benchmark=b, metric="avg@k", k=4, value=x, ci_low=x - 2, ci_high=x + 2, n_problems=200, seed=0)
+        for v, r, vals in (("full", 1.0, (88.0, 40.0)), ("top20", 0.2, (90.0, 44.0)))
+        for b, x in zip(("mini_id", "mini_ood"), vals)])
+    long = tb.aggregate(rows, lambda *a: None, tb.Options())
+    header, text, _ = tb.wide_rows(long, "Acc", tb.Options())
+    assert header == ["Model", "Variant", "mini_id", "mini_ood", "Avg"]
+    # Avg full = (88 + 40) / 2 = 64; top20 = 67; Δ = +3; CI half-width 1.96*sqrt(1.0204^2*2)/2 = 1.414
+    assert text[0] == ["mini", "full", "88.00 [86.00, 90.00]", "40.00 [38.00, 42.00]", "64.00 [62.59, 65.41]"]
+    assert text[2] == ["", "Δ vs full", "+2.00", "+4.00", "+3.00"]
+    assert (long["delta_method"].dropna().replace("", np.nan).dropna() == "no samples: difference only").all()

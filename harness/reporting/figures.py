@@ -137,7 +137,8 @@ def training_curves(curves: pd.DataFrame, path: Path) -> tuple[Path | None, str]
         ax.set_xlabel("step")
     handles = [plt.Line2D([], [], color=colors[v], label=v) for v in variants]
     axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.tight_layout()
+    # fixed spacing instead of tight_layout: one draw less, which is most of this figure's time
+    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.06, top=0.95, wspace=0.28, hspace=0.45)
     out = _save(fig, path)
     plt.close(fig)
     return out, ""
