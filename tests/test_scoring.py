@@ -114,5 +114,5 @@ def test_value_bits_bounds_growth_without_evaluating():
     assert value_bits(sympy.Integer(10) ** 100) < 1e6
     tower = sympy.Pow(two, sympy.Pow(two, sympy.Pow(two, 65536, evaluate=False), evaluate=False), evaluate=False)
     assert value_bits(tower) == float("inf")
-    assert value_bits(sympy.factorial(sympy.Integer(10) ** 10, evaluate=False)) == float("inf")
+    assert value_bits(sympy.factorial(sympy.Integer(10) ** 10, evaluate=False)) > 1e6  # ~10^10 * 35 bits
     assert value_bits(sympy.Symbol("x") ** 2) < 10  # symbols are not numeric growth
