@@ -131,10 +131,17 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
             extra[title] = pd.read_csv(pub_dir / name, dtype=str, keep_default_na=False)
         except (OSError, ValueError):
             pass
+    notes = []
+    for label, metric in opts.metrics.items():
+        k = tb.choose_k(rows, metric, opts.k)
+        other = rows[(rows["metric"] == metric) & (rows["k"] != k)]
+        if len(other):
+            notes.append(f"{label}: {len(other)} result(s) at k = {sorted(set(other['k'].dropna().astype(int)))} are "
+                         f"not in the tables (they use k = {k}); they are in summary.csv")
     parts = Parts(grid=grid, out_dir=out, provenance=prov, cells=data.cells, issues=issues, versions=versions,
                   eval_times=sorted(e["time_utc"] for e in data.evals if e.get("time_utc")), tables=md_tables,
                   comparison=comparison, significance=significance, seeds=seeds, figures=figures,
-                  analysis=data.analysis, published_extra=extra)
+                  analysis=data.analysis, published_extra=extra, notes=notes)
     f.append(atomic_write_json(out / "provenance.json", prov))
     f.append(atomic_write_text(out / "REPORT.md", render(parts)))
     lap("report")

@@ -88,7 +88,9 @@ def render(p: Parts) -> str:
               *_comparison_md(p.comparison), ""]
     lines += ["## Significance: paired bootstrap against the reference", "",
               df_markdown(p.significance) if len(p.significance) else "No variant has a reference to compare with.",
-              "", "## Across seeds", "", df_markdown(p.seeds) if len(p.seeds) else "No results.", ""]
+              "", "## Across seeds", "",
+              df_markdown(multi) if len(multi := p.seeds[p.seeds["n_seeds"] > 1]) else
+              "No model x variant has more than one seed.", "All rows, one seed included: seeds.csv.", ""]
     lines += ["## Figures", ""]
     for title, (path, reason) in p.figures.items():
         lines += [f"### {title}", "", f"![{title}]({_rel(path, p.out_dir)})" if path else f"Not drawn: {reason}.",
