@@ -96,17 +96,19 @@ def run_checkpoints(run: Path, base: str | None) -> list[Checkpoint]:
 
 
 def base_model_of(run: Path, base: str | None) -> str:
-    """`base=` if given, else the model path the run was trained from (its config.yaml `model.path`/`model.name`)."""
+    """`base=` if given, else what the run was trained from: its config.yaml `model.path` (a hub id or folder), or
+    `<run>/base_model/` (where trainers/train.py builds the tiny model when `model.path` is null)."""
     if base:
         return base
     cfg_file = run / "config.yaml"
     if cfg_file.exists():
         from omegaconf import OmegaConf
 
-        model = OmegaConf.load(cfg_file).get("model") or {}
-        for key in ("path", "name_or_path", "name"):
-            if model.get(key):
-                return str(model[key])
+        path = (OmegaConf.load(cfg_file).get("model") or {}).get("path")
+        if path:
+            return str(path)
+    if (run / "base_model" / "config.json").exists():
+        return str(run / "base_model")
     raise ConfigError(f"base model unknown for run {run}: pass base=PATH_OR_HUB_ID")
 
 

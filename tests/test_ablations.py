@@ -292,3 +292,30 @@ def test_analyze_temperature_scores_each_setting_through_evaluate(tiny, math_dat
 def test_bad_config_fails_before_loading_a_model(args, capsys):
     assert cli(["analyze", *args]) == 2
     assert "config error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["entropy", "overlap", "shift", "temperature"])
+def test_analyze_config_composes_and_every_key_is_documented(name):
+    from harness.config import load_config
+    from harness.io import CONFIG_DIR
+
+    cfg = load_config(f"analyze/{name}", ["out=/tmp/x"])
+    assert cfg.out == "/tmp/x"
+    lines = (CONFIG_DIR / "analyze" / f"{name}.yaml").read_text().splitlines()
+    for key in cfg:
+        line = next(x for x in lines if x.startswith(f"{key}:"))
+        assert "  # " in line, f"configs/analyze/{name}.yaml: key {key!r} has no comment"
+
+
+@pytest.mark.slow
+def test_overlap_on_a_real_tiny_training_run(math_data_dir, tmp_path):
+    """trainers/train.py writes checkpoints/, final/, base_model/ (tiny) and metrics.jsonl; overlap reads them."""
+    run = tmp_path / "run"
+    assert cli(["train", "model=tiny", "trainer=dapo_cpu", "trainer.max_steps=2", "trainer.save_steps=1",
+                f"data.path={math_data_dir / 'math500.jsonl'}", f"out={run}"]) == 0
+    assert cli(["analyze", "overlap", f"run={run}", f"problems={math_data_dir / 'math500.jsonl'}", "n_problems=2",
+                "k=2", "max_new_tokens=16"]) == 0  # base model found at <run>/base_model
+    df = pd.read_csv(run / "analysis" / "overlap.csv").set_index("checkpoint")
+    assert list(df.index) == ["base", "checkpoint-1", "checkpoint-2", "final"]
+    assert df.loc["final", "overlap_vs_final_pct"] == 100.0 and df.loc["base", "overlap_vs_base_pct"] == 100.0
+    assert df.loc["checkpoint-2", "overlap_vs_final_pct"] == 100.0  # the last checkpoint is the final model
