@@ -209,10 +209,15 @@ def test_paired_bootstrap_by_hand():
     rs = stats.Resampler(n_boot=500, seed=0)
     same = stats.paired_bootstrap([np.zeros(10)], 0.05, rs)
     assert same.diff == 0.0 and same.p_value == 1.0
-    # a constant shift of 5 on every problem: every resample gives 5, no resample is as far from 0 as 5
+    # a constant shift of 5 on every problem: every resample gives 5, none <= 0: p = 2 (1 + 0) / (500 + 1)
     shift = stats.paired_bootstrap([np.full(10, 5.0)], 0.05, rs)
     assert (shift.diff, shift.ci_low, shift.ci_high) == (5.0, 5.0, 5.0)
-    assert shift.p_value == pytest.approx(1 / 501)
+    assert shift.p_value == pytest.approx(2 / 501)
+    # p < alpha exactly when the percentile CI excludes zero (same resamples)
+    rng = np.random.default_rng(0)
+    for mu in (0.0, 0.3, 0.6, 1.0):
+        r = stats.paired_bootstrap([rng.normal(mu, 2.0, 40)], 0.05, rs)
+        assert (r.p_value < 0.05) == (r.ci_low > 0 or r.ci_high < 0) or abs(r.p_value - 0.05) < 0.01
     # two benchmarks, mean differences 2 and 4: the Avg difference is 3 (benchmarks weigh equally)
     two = stats.paired_bootstrap([np.full(3, 2.0), np.full(7, 4.0)], 0.05, rs)
     assert two.diff == pytest.approx(3.0) and two.n_problems == 10
@@ -224,6 +229,7 @@ def test_resampler_counts():
     assert counts.shape == (100, 7) and (counts.sum(axis=1) == 7).all()
     assert np.allclose(rs.means(np.full(7, 2.5)), 2.5)
     assert counts is rs.counts(7)  # cached: the same resamples for every comparison over 7 problems
+    assert not np.array_equal(rs.counts(7, "aime24"), rs.counts(7, "aime25"))  # benchmarks resampled apart
 
 
 def test_seed_interval_and_combined_ci_by_hand():

@@ -5,11 +5,13 @@ problem's sampled responses (so the mean over problems is avg@k, the paper's Acc
 
 Choices (not specified by the paper, which prints point estimates only):
 - Percentile bootstrap over problems, B resamples (default 2000). The resampling weights depend only on (seed,
-  number of problems): every comparison over P problems reuses the same B x P count matrix (each is still a valid
-  bootstrap; results do not depend on the order of computation), and a resample mean is one matrix product.
-- Paired bootstrap of variant minus reference on the same problems. The two-sided p-value is the centred
-  bootstrap test: p = (1 + #{|d*_b - d| >= |d|}) / (B + 1), the share of resampled differences, shifted to
-  mean zero, at least as far from zero as the observed one.
+  stream, number of problems), where the stream names the benchmark: every comparison over the same benchmark
+  reuses one B x P count matrix (each is still a valid bootstrap; results do not depend on the order of
+  computation), a resample mean is one matrix product, and two benchmarks of equal size (AIME'24 and '25, 30
+  each) are still resampled independently.
+- Paired bootstrap of variant minus reference on the same problems. Two-sided p-value from the same resamples
+  as the percentile CI: p = min(1, 2 min(1 + #{d*_b <= 0}, 1 + #{d*_b >= 0}) / (B + 1)), so p < alpha exactly
+  when (up to the +1) zero lies outside the (1 - alpha) percentile interval: the table's CI and its * agree.
 - An average over benchmarks (the paper's "Avg") resamples each benchmark's problems independently and averages
   the per-benchmark resampled means, so each benchmark keeps its equal weight as in the paper.
 - Across seeds: mean and Student-t interval of the per-seed values (no interval with one seed).
@@ -34,13 +36,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
-def pass_at_k_curve(n: np.ndarray, c: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
-    """Mean pass@k over problems in percent, for each k not larger than the smallest n.  n, c: [P]."""
-    n_min = int(n.min()) if len(n) else 0
-    return {k: 100.0 * float(np.mean([pass_at_k(int(a), int(b), k) for a, b in zip(n, c)]))
-            for k in ks if 1 <= k <= n_min}
-
-
 def rng_for(seed: int, *key: object) -> np.random.Generator:
     """A generator seeded by (seed, key), stable across runs and independent of call order."""
     return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
@@ -53,17 +48,18 @@ class Resampler:
         self.n_boot, self.seed = n_boot, seed
         self._counts: dict[int, np.ndarray] = {}
 
-    def counts(self, p: int) -> np.ndarray:
+    def counts(self, p: int, stream: object = 0) -> np.ndarray:
         """[B, P] how often each problem is drawn in each resample (rows sum to P)."""
-        if p not in self._counts:
-            idx = rng_for(self.seed, "problems", p).integers(0, p, size=(self.n_boot, p))  # [B, P]
+        if (p, stream) not in self._counts:
+            idx = rng_for(self.seed, "problems", p, stream).integers(0, p, size=(self.n_boot, p))  # [B, P]
             flat = (idx + np.arange(self.n_boot)[:, None] * p).ravel()
-            self._counts[p] = np.bincount(flat, minlength=self.n_boot * p).reshape(self.n_boot, p).astype(float)
-        return self._counts[p]
+            self._counts[(p, stream)] = np.bincount(flat, minlength=self.n_boot * p).reshape(self.n_boot,
+                                                                                            p).astype(float)
+        return self._counts[(p, stream)]
 
-    def means(self, x: np.ndarray) -> np.ndarray:
+    def means(self, x: np.ndarray, stream: object = 0) -> np.ndarray:
         """Means of the B resamples of x [P] -> [B]."""
-        return self.counts(len(x)) @ x / len(x)
+        return self.counts(len(x), stream) @ x / len(x)
 
 
 def percentile_ci(reps: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -78,12 +74,15 @@ class Interval:
     ci_high: float
 
 
-def bootstrap_ci(per_benchmark: Sequence[np.ndarray], alpha: float, rs: Resampler) -> Interval:
+def bootstrap_ci(per_benchmark: Sequence[np.ndarray], alpha: float, rs: Resampler,
+                 streams: Sequence[object] | None = None) -> Interval:
     """Mean over benchmarks of the mean problem score, with a percentile bootstrap CI.
 
-    per_benchmark: one array of problem scores [P_b] per benchmark (one benchmark: an ordinary bootstrap).
+    per_benchmark: one array of problem scores [P_b] per benchmark (one benchmark: an ordinary bootstrap);
+    streams: one resampling stream per benchmark (its name), default their positions.
     """
-    reps = np.mean([rs.means(x) for x in per_benchmark], axis=0)  # [B]
+    streams = list(streams) if streams is not None else list(range(len(per_benchmark)))
+    reps = np.mean([rs.means(x, st) for x, st in zip(per_benchmark, streams)], axis=0)  # [B]
     value = float(np.mean([x.mean() for x in per_benchmark]))
     return Interval(value, *percentile_ci(reps, alpha))
 
@@ -97,15 +96,17 @@ class PairedResult:
     n_problems: int
 
 
-def paired_bootstrap(diffs: Sequence[np.ndarray], alpha: float, rs: Resampler) -> PairedResult:
+def paired_bootstrap(diffs: Sequence[np.ndarray], alpha: float, rs: Resampler,
+                     streams: Sequence[object] | None = None) -> PairedResult:
     """Paired bootstrap of per-problem differences (variant - reference), one array [P_b] per benchmark.
 
     Returns the mean difference (averaged over benchmarks), its percentile CI and the centred two-sided p-value.
     """
-    reps = np.mean([rs.means(d) for d in diffs], axis=0)  # [B]
+    streams = list(streams) if streams is not None else list(range(len(diffs)))
+    reps = np.mean([rs.means(x, st) for x, st in zip(diffs, streams)], axis=0)  # [B]
     d = float(np.mean([x.mean() for x in diffs]))
-    extreme = np.abs(reps - reps.mean()) >= abs(d) - 1e-12  # centred: the null has mean zero
-    p = (1 + int(extreme.sum())) / (len(reps) + 1)
+    below, above = int((reps <= 0).sum()), int((reps >= 0).sum())
+    p = 2 * (1 + min(below, above)) / (len(reps) + 1)
     return PairedResult(d, *percentile_ci(reps, alpha), p_value=min(1.0, p),
                         n_problems=int(sum(len(x) for x in diffs)))
 

@@ -212,7 +212,7 @@ def _cell_value(units: Sequence[Unit], benchmark: str, metric: str, ctx: _Ctx) -
     else:
         pool = ctx.pooled(units, benchmark, metric)
         if pool is not None:
-            ci = stats.bootstrap_ci([pool[1]], ctx.opts.alpha, ctx.rs)
+            ci = stats.bootstrap_ci([pool[1]], ctx.opts.alpha, ctx.rs, [benchmark])
             lo, hi, method, n_problems = ci.ci_low, ci.ci_high, "bootstrap pooled seeds", len(pool[1])
         else:
             _, _, lo, hi = stats.seed_interval([u.value for u in units], ctx.opts.alpha)
@@ -236,7 +236,7 @@ def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], met
         if al is None:
             return None
         diffs.append(al[1][0] - al[1][1])  # [P_b] variant - reference per problem
-    return stats.paired_bootstrap(diffs, ctx.opts.alpha, ctx.rs)
+    return stats.paired_bootstrap(diffs, ctx.opts.alpha, ctx.rs, list(benchmarks))
 
 
 def _delta(variant: str, units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str, ctx: _Ctx,
