@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,10 +23,6 @@ import torch
 from ablations.token_entropy import chunked_entropy
 from harness.config import ConfigError
 from harness.io import atomic_write_json, atomic_write_text, provenance, read_jsonl
-
-PAPER_PROMPT = ("User:\n{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
-                "\n\nAssistant:\n")
-
 
 @dataclass
 class Response:
@@ -43,7 +39,6 @@ class Checkpoint:
     label: str  # "base", "checkpoint-N", "final"
     step: int
     path: str
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- runs, checkpoints, output folders
@@ -61,13 +56,15 @@ def run_dir(run: str | None) -> Path | None:
 
 
 def default_out(cfg, name: str) -> Path:
-    """`cfg.out`, else `<cell>/analysis` for a grid cell's run, else `<run>/analysis`."""
+    """`cfg.out`, else `<cell>/analysis` for a grid cell's run (`<cell>/train` beside `<cell>/cell.json`), else
+    `<run>/analysis`."""
     if cfg.get("out"):
         return Path(cfg.out)
     run = run_dir(cfg.get("run"))
     if run is None:
         raise ConfigError(f"analyze {name}: give out=DIR (or run=RUN_DIR to write next to the run)")
-    return (run.parent if run.name == "train" else run) / "analysis"
+    in_cell = run.name == "train" and (run.parent / "cell.json").exists()
+    return (run.parent if in_cell else run) / "analysis"
 
 
 def last_step(run: Path) -> int | None:
@@ -155,7 +152,7 @@ def response_entropies(model, responses: list[Response], temperature: float = 1.
             if not r.prompt_ids:
                 raise ValueError(f"empty prompt for a response to {r.problem[:60]!r}: the first token has no context")
             ids = torch.tensor([r.prompt_ids + r.response_ids], device=device)  # [1, P+L]
-            hidden = backbone(input_ids=ids).last_hidden_state[0]  # [P+L, H]
+            hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state[0]  # [P+L, H]
             p = len(r.prompt_ids)
             # the distribution of response token i is predicted at position p + i - 1
             h = hidden[p - 1:p - 1 + len(r.response_ids)]  # [L, H]

@@ -112,6 +112,7 @@ def run_dir(tiny):
     shutil.copytree(tiny["a"], run / "final")
     shutil.copytree(tiny["a"], run / "checkpoints" / "checkpoint-2")
     shutil.copytree(tiny["b"], run / "checkpoints" / "checkpoint-1")
+    (run.parent / "cell.json").write_text("{}")  # a grid cell: <cell>/cell.json, <cell>/train/
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     return run
 
