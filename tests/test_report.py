@@ -319,3 +319,23 @@ def test_grid_without_paper_benchmarks_averages_its_own():
     assert text[0] == ["mini", "full", "88.00 [86.00, 90.00]", "40.00 [38.00, 42.00]", "64.00 [62.59, 65.41]"]
     assert text[2] == ["", "Δ vs full", "+2.00", "+4.00", "+3.00"]
     assert (long["delta_method"].dropna().replace("", np.nan).dropna() == "no samples: difference only").all()
+
+
+def test_grid_with_nothing_usable_still_builds(tmp_path):
+    import json
+
+    runs = tmp_path / "runs" / "e"
+    (runs / "failed").mkdir(parents=True)
+    (runs / "failed" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "full"}))
+    (runs / "failed" / "status.json").write_text('{"state": "failed"}')
+    (runs / "nosummary" / "eval" / "step-3").mkdir(parents=True)
+    (runs / "nosummary" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "top20"}))
+    (runs / "nosummary" / "status.json").write_text('{"state": "complete"}')
+    (runs / "nostatus").mkdir()
+    (runs / "nostatus" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "top20"}))
+    res = build_report(tmp_path, "e")
+    assert [(Path(i.path).name, i.problem) for i in res.issues] == [("summary.csv", "missing")]
+    cells = pd.read_csv(res.out_dir / "cells.csv").set_index("cell_id")
+    assert cells.loc["nostatus", "state"] == "no status" and cells.loc["failed", "state"] == "failed"
+    text = (res.out_dir / "REPORT.md").read_text()
+    assert "Not drawn:" in text and "No evaluation recorded its provenance" in text

@@ -70,7 +70,9 @@ def render(p: Parts) -> str:
         lines += ["None: every file read was complete and parsable.", ""]
     flagged = p.versions[p.versions["flag"]] if len(p.versions) else p.versions
     lines += ["## Version consistency", ""]
-    if len(flagged):
+    if not len(p.versions):
+        lines += ["No evaluation recorded its provenance (results_<benchmark>.json).", ""]
+    elif len(flagged):
         lines += ["**Cells disagree on these versions** (compare their results with care):", "",
                   df_markdown(flagged[["kind", "name", "version", "n_cells", "cells"]])]
     else:
