@@ -115,14 +115,14 @@ def pick_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def load_model(path: str, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer), eval mode. dtype auto: bfloat16 on CUDA, float32 on CPU."""
+def load_model(path: str, device: str = "auto", dtype: str = "auto", tokenizer: bool = True):
+    """(model, tokenizer or None), eval mode. dtype auto: bfloat16 on CUDA, float32 on CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(device)
     torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
                    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path) if tokenizer else None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device).eval()
     return model, tok
 
@@ -210,8 +210,9 @@ def generate(model, tokenizer, problems: list[dict], template: str, k: int, max_
     from transformers import LogitsProcessorList
 
     torch.manual_seed(seed)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    gen_eos = model.generation_config.eos_token_id
+    eos = sorted({tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
     out = []
     procs = LogitsProcessorList([logits_processor] if logits_processor is not None else [])
     for prob in problems:
@@ -223,11 +224,12 @@ def generate(model, tokenizer, problems: list[dict], template: str, k: int, max_
             ids = torch.tensor([prompt_ids], device=model.device)
             gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                 pad_token_id=pad, eos_token_id=eos, logits_processor=procs)
+                                 pad_token_id=pad, eos_token_id=eos or None, logits_processor=procs)
             for row in gen[:, len(prompt_ids):].tolist():
-                if eos is not None and eos in row:
-                    row = row[: row.index(eos) + 1]
-                while row and pad is not None and pad != eos and row[-1] == pad:
+                stop = next((i for i, t in enumerate(row) if t in eos), None)
+                if stop is not None:  # keep the EOS token: it was sampled, so its entropy counts
+                    row = row[: stop + 1]
+                while row and pad is not None and pad not in eos and row[-1] == pad:
                     row.pop()
                 out.append(Response(prob["task"], prob["problem"], prompt_ids, row,
                                     tokenizer.decode(row, skip_special_tokens=True)))
@@ -254,6 +256,8 @@ def check_common(cfg) -> None:
         raise ConfigError("give samples=FILE_OR_EVAL_DIR (saved responses) or problems=JSONL (to sample)")
     elif not Path(cfg.problems).exists():
         raise ConfigError(f"problems={cfg.problems!r}: file not found")
+    if cfg.get("entropy_impl") not in (None, "torch", "trl"):
+        raise ConfigError(f"entropy_impl={cfg.entropy_impl!r}; choose torch or trl")
     for key in ("k", "max_new_tokens", "chunk_size"):
         if cfg.get(key) is not None and int(cfg[key]) < 1:
             raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
@@ -328,12 +332,13 @@ def checkpoint_entropies(cfg, run: Path) -> tuple[list[Checkpoint], list[Respons
     responses = get_responses(cfg, model, tok)
     if not any(r.response_ids for r in responses):
         raise RuntimeError("the responses have no tokens")
-    ents = {final.label: torch.cat(response_entropies(model, responses, cfg.temperature, cfg.chunk_size))}
+    ents = {final.label: torch.cat(response_entropies(model, responses, cfg.temperature, cfg.chunk_size,
+                                                      cfg.entropy_impl))}
     del model
     for c in ckpts[:-1]:
-        m, _ = load_model(c.path, cfg.device, cfg.dtype)
-        if m.config.vocab_size != tok.vocab_size and m.get_output_embeddings().weight.shape[0] < len(tok):
-            raise ValueError(f"{c.path}: vocabulary smaller than the final model's tokenizer")
-        ents[c.label] = torch.cat(response_entropies(m, responses, cfg.temperature, cfg.chunk_size))
+        m, _ = load_model(c.path, cfg.device, cfg.dtype, tokenizer=False)  # the final model's tokenizer for all
+        if m.get_output_embeddings().weight.shape[0] < len(tok):
+            raise ValueError(f"{c.path}: vocabulary smaller than the final model's tokenizer ({len(tok)})")
+        ents[c.label] = torch.cat(response_entropies(m, responses, cfg.temperature, cfg.chunk_size, cfg.entropy_impl))
         del m
     return ckpts, responses, ents

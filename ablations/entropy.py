@@ -73,7 +73,7 @@ def main(cfg) -> int:
 
     model, tok = common.load_model(model_path, cfg.device, cfg.dtype)
     responses = common.get_responses(cfg, model, tok)
-    entropies = common.response_entropies(model, responses, cfg.temperature, cfg.chunk_size)
+    entropies = common.response_entropies(model, responses, cfg.temperature, cfg.chunk_size, cfg.entropy_impl)
     all_h = torch.cat(entropies)
     if all_h.numel() == 0:
         raise RuntimeError("the responses have no tokens")

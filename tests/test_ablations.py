@@ -98,7 +98,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def problems(tiny):
     path = tiny["root"] / "toy.jsonl"
-    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "2+3?", "answer": "5"}, {"problem": "Name x.", "answer": "7"}]
+    rows = [{"problem": "1+1?", "answer": "2"}, {"problem": "2+3?", "answer": "5"},
+            {"problem": "Name x.", "answer": "7"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -139,7 +140,8 @@ def test_analyze_entropy_statistics_match_plain_reference(tiny, problems, tmp_pa
     tok = AutoTokenizer.from_pretrained(tiny["peaky"])
     rows = read_jsonl(out / "entropy_responses.jsonl")
     assert len(rows) == 6  # 3 problems x k=2
-    template = "User:\n{question}\nPlease reason step by step, and put your final answer within \\boxed{}.\n\nAssistant:\n"
+    template = ("User:\n{question}\nPlease reason step by step, and put your final answer within \\boxed{}."
+                "\n\nAssistant:\n")
     ref = torch.cat([_logits_entropy(model, tok(template.replace("{question}", r["problem"]),
                                                 add_special_tokens=False).input_ids, r["response_ids"])
                      for r in rows])
@@ -218,7 +220,7 @@ def test_analyze_shift_bins_and_percentiles(tiny, problems, run_dir, tmp_path):
 
 def test_shift_with_base_equal_final_has_zero_change(tiny, problems, run_dir, tmp_path):
     rc = cli(["analyze", "shift", f"run={run_dir}", f"base={tiny['a']}", f"problems={problems}", "k=1",
-              "max_new_tokens=8", "n_bins=4", f"out={tmp_path}"])
+              "max_new_tokens=8", "n_bins=4", "entropy_impl=trl", f"out={tmp_path}"])  # TRL's path end to end
     assert rc == 0
     bins = pd.read_csv(tmp_path / "shift_bins.csv")
     assert bins.entropy_change_mean.abs().max() < 1e-6
@@ -289,6 +291,7 @@ def test_analyze_temperature_scores_each_setting_through_evaluate(tiny, math_dat
     ["temperature", "model_path=x", "sweep=diagonal", "out=/tmp/x"],
     ["shift", "run=/tmp", "n_bins=0", "out=/tmp/x"],
     ["entropy", "model_path=x", "k=0", "out=/tmp/x"],
+    ["entropy", "model_path=x", "problems=/dev/null", "entropy_impl=fused", "out=/tmp/x"],
 ])
 def test_bad_config_fails_before_loading_a_model(args, capsys):
     assert cli(["analyze", *args]) == 2
