@@ -69,9 +69,10 @@ def make_samples(data: Path, per_problem: int, adversarial_rate: float, seed: in
     return responses, gold_list, kinds
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of (this process, its finished children)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -98,10 +99,12 @@ def main() -> None:
     scores = score_math(responses, golds, timeout_s=args.timeout, workers=args.workers)
     total = time.monotonic() - t0
     close_pool()  # workers exit, so their CPU time is counted below
-    cpu = _cpu_seconds() - cpu0
+    me, kids = (b - a for a, b in zip(cpu0, _cpu_seconds()))
     print(f"pool start-up {startup:.2f} s; scoring {total:.1f} s wall = {len(responses) / total:.0f} samples/s "
-          f"(goal < 30 s); CPU {cpu:.1f} s (parent + workers; / {args.workers} = the wall time on "
-          f"{args.workers} otherwise idle cores)")
+          f"(goal < 30 s)")
+    print(f"CPU: parent {me:.1f} s, workers {kids:.1f} s; on {args.workers} otherwise idle cores the wall time "
+          f"would be about max(parent, (parent + workers) / {args.workers}) = "
+          f"{max(me, (me + kids) / args.workers):.1f} s")
     print("status:", dict(Counter(s.status for s in scores)))
     acc = Counter()
     for k, s in zip(kinds, scores):
@@ -110,6 +113,14 @@ def main() -> None:
         right, wrong = acc[(k, True)], acc[(k, False)]
         if right + wrong:
             print(f"  {k:18s} n={right + wrong:6d}  scored correct {right:6d}")
+
+    # the trainer's path: one call per batch of 64 samples, warm pool
+    score_math(responses[:64], golds[:64], timeout_s=args.timeout, workers=args.workers)
+    t0 = time.monotonic()
+    for i in range(0, 64 * 20, 64):
+        j = 5000 + i
+        score_math(responses[j:j + 64], golds[j:j + 64], timeout_s=args.timeout, workers=args.workers)
+    print(f"small batches (trainer reward): {(time.monotonic() - t0) / 20 * 1000:.0f} ms per call of 64 samples")
 
     print("worst single sample (each adversarial kind alone, warm pool):")
     worst = 0.0
