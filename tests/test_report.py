@@ -339,3 +339,19 @@ def test_grid_with_nothing_usable_still_builds(tmp_path):
     assert cells.loc["nostatus", "state"] == "no status" and cells.loc["failed", "state"] == "failed"
     text = (res.out_dir / "REPORT.md").read_text()
     assert "Not drawn:" in text and "No evaluation recorded its provenance" in text
+
+
+def test_entropy_statistics_compared_with_fig2(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURE / "runs", root / "runs")
+    a = root / "runs" / "fix" / "q8-full-s1" / "analysis"
+    a.mkdir()
+    (a / "entropy.csv").write_text("statistic,value\nn_tokens,1000\nshare_below_0.01_pct,61.5\np80,0.41\n"
+                                   "share_above_0.672_pct,12.0\n")
+    res = build_report(root, "fix", make_figures=False)
+    c = pd.read_csv(res.out_dir / "entropy_comparison.csv", dtype={"published": str}).set_index("statistic")
+    assert c.loc["entropy_80th_percentile_nats", "published"] == "0.672"
+    assert c.loc["entropy_80th_percentile_nats", "q8-full-s1"] == 0.41
+    assert c.loc["share_of_tokens_with_entropy_below_0.01", "published"] == "50.64%"
+    assert c.loc["share_of_tokens_with_entropy_below_0.01", "q8-full-s1"] == 61.5
+    assert "### Fig. 2 statistics: published vs ours" in (res.out_dir / "REPORT.md").read_text()

@@ -119,6 +119,18 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
             extra[title] = pd.read_csv(pub_dir / name, dtype=str, keep_default_na=False)
         except (OSError, ValueError):
             pass
+    entropy_cmp = None
+    ours_entropy = {}
+    for a in data.analysis:
+        if a.name == "entropy.csv":
+            try:
+                ours_entropy[a.parent.parent.name if a.parent.name == "analysis" else a.parent.name] = \
+                    pd.read_csv(a)[["statistic", "value"]]
+            except (OSError, ValueError, KeyError) as e:
+                issues.append(Issue(str(a), f"unreadable entropy statistics: {e}"))
+    if ours_entropy and "Fig. 2 entropy statistics" in extra:
+        entropy_cmp = tb.entropy_comparison(extra["Fig. 2 entropy statistics"], ours_entropy)
+        _csv(entropy_cmp, out / "entropy_comparison.csv", f)
     notes = []
     for label, metric in opts.metrics.items():
         k = tb.choose_k(rows, metric, opts.k)
@@ -129,7 +141,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
     parts = Parts(grid=grid, out_dir=out, provenance=prov, cells=data.cells, issues=issues, versions=versions,
                   eval_times=sorted(e["time_utc"] for e in data.evals if e.get("time_utc")), tables=md_tables,
                   comparison=comparison, significance=significance, seeds=seeds, figures=figures,
-                  analysis=data.analysis, published_extra=extra, notes=notes)
+                  analysis=data.analysis, published_extra=extra, entropy_comparison=entropy_cmp, notes=notes)
     f.append(atomic_write_json(out / "provenance.json", prov))
     f.append(atomic_write_text(out / "REPORT.md", render(parts)))
     lap("report")

@@ -27,6 +27,7 @@ class Parts:
     figures: dict[str, tuple[Path | None, str]]  # title -> (path, reason when absent)
     analysis: list[Path]
     published_extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # Table 1, Fig. 2 statistics
+    entropy_comparison: pd.DataFrame | None = None   # Fig. 2 statistics, published vs our entropy.csv files
     notes: list[str] = field(default_factory=list)
 
 
@@ -113,6 +114,11 @@ def render(p: Parts) -> str:
                 lines += [f"### {a.name} ([csv]({rel}))", "", body, ""]
     else:
         lines += ["No analysis outputs found (results/runs/<grid>/*/analysis/, results/<grid>/analysis/).", ""]
+    if p.entropy_comparison is not None:
+        lines += ["### Fig. 2 statistics: published vs ours", "",
+                  "Columns after `source` are our entropy.csv files (by cell or folder). The paper's values are for "
+                  "Qwen3-8B; another model is expected to differ.", "",
+                  df_markdown(p.entropy_comparison, "{:.4g}"), ""]
     for title, df in p.published_extra.items():
         lines += [f"### Published: {title}", "", df_markdown(df), ""]
     if p.notes:

@@ -307,6 +307,26 @@ def published_comparison(long: pd.DataFrame, published: pd.DataFrame, opts: Opti
     return pd.DataFrame(out)
 
 
+# Fig. 2 statistics: published name -> the name in `harness analyze entropy`'s entropy.csv (statistic,value)
+ENTROPY_STATS = {"share_of_tokens_with_entropy_below_0.01": "share_below_0.01_pct",
+                 "entropy_80th_percentile_nats": "p80",
+                 "share_of_tokens_with_entropy_above_0.672": "share_above_0.672_pct"}
+
+
+def entropy_comparison(published: pd.DataFrame, ours: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Fig. 2 statistics side by side: published (as printed, Qwen3-8B) and each of our entropy.csv files
+    (label -> DataFrame with statistic,value); a statistic our file lacks is left empty."""
+    out = []
+    for _, p in published.iterrows():
+        rec = {"statistic": p["statistic"], "published": p["value"], "published_model": p["model"],
+               "source": p["source"]}
+        for label, df in ours.items():
+            hit = df.loc[df["statistic"] == ENTROPY_STATS.get(p["statistic"], p["statistic"]), "value"]
+            rec[label] = float(hit.iloc[0]) if len(hit) else math.nan
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
 # ---------------------------------------------------------------- rendering
 
 def fmt(x: float, signed: bool = False) -> str:
