@@ -373,7 +373,8 @@ def wide_rows(long: pd.DataFrame, label: str, opts: Options) -> tuple[list[str],
         tm = t[t["model"] == model]
         for i, variant in enumerate(variant_order(tm["variant"].unique(), opts)):
             tv = tm[tm["variant"] == variant].set_index("benchmark")
-            text.append([model if i == 0 else "", variant] + [_value_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
+            text.append([model if i == 0 else "", variant]
+                        + [_value_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
             numeric.append(_numeric(model, variant, "value", tv, cols, "value", "ci_low", "ci_high", None))
             if tv["reference"].ne("").any():
                 text.append(["", f"Δ vs {opts.reference}"]
