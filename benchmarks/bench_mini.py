@@ -87,6 +87,35 @@ def sampled(model, tok, problems: list[dict], k: int, seed: int) -> dict:
             f"pass@{k}": sum(map(any, correct)) / len(problems)}
 
 
+def entropy_profile(path: Path, problems: list[dict], k: int = 8) -> dict:
+    """The paper's Fig. 2 statistics on the base model's own sampled responses (T=1): entropy percentiles, the
+    share under 0.01 nats and over 0.672 nats, and the mean entropy of each answer position role."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    enc = tok([p["prompt"] for p in problems], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=16,
+                             num_return_sequences=k, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             output_scores=True, return_dict_in_generate=True)
+    logp = torch.log_softmax(torch.stack(out.scores, 1).float(), -1)  # [B*k, T, V]
+    ent = -(logp.exp() * logp).sum(-1)  # [B*k, T]
+    resp = out.sequences[:, enc["input_ids"].shape[1]:]  # [B*k, T]
+    after_eos = (resp == tok.eos_token_id).long().cumsum(1) - (resp == tok.eos_token_id).long()
+    valid = (after_eos == 0) & (resp != tok.pad_token_id)  # response tokens up to and including <eos>
+    e = ent[valid]
+    pos = torch.arange(resp.shape[1]).expand_as(resp)[valid]
+    fork = (pos % 3 == 1) & (pos < 9)  # positions 1, 4, 7: the number after each label
+    q = torch.quantile(e, torch.tensor([0.5, 0.8, 0.9, 0.95]))
+    return {"tokens": int(e.numel()), "p50": q[0].item(), "p80": q[1].item(), "p90": q[2].item(),
+            "p95": q[3].item(), "share_under_0.01": (e < 0.01).float().mean().item(),
+            "share_over_0.672": (e > 0.672).float().mean().item(), "fork_share": fork.float().mean().item(),
+            "entropy_fork_positions": e[fork].mean().item(), "entropy_other_positions": e[~fork].mean().item(),
+            "share_of_top20_at_forks": fork[e >= q[1]].float().mean().item()}
+
+
 def evaluate_models(models: dict[str, Path], k: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -157,6 +186,8 @@ def main() -> None:
             clip_frac_low_mean=sum(r.get("clip_frac_low") or 0 for r in m) / len(m),
             selected_frac_mean=sum(r.get("selected_frac") or 0 for r in m) / len(m))
 
+    record["base_entropy"] = entropy_profile(base, task_problems("mini_id")[1])
+    print("base entropy profile:", json.dumps(record["base_entropy"]), flush=True)
     t0 = time.time()
     models = {"base": base, **{n: a.out / n / "final" for n in record["cells"]}}
     record["eval"] = evaluate_models(models, a.k)
