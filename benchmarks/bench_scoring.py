@@ -122,7 +122,9 @@ def main() -> None:
         score_math(responses[j:j + 64], golds[j:j + 64], timeout_s=args.timeout, workers=args.workers)
     print(f"small batches (trainer reward): {(time.monotonic() - t0) / 20 * 1000:.0f} ms per call of 64 samples")
 
-    print("worst single sample (each adversarial kind alone, warm pool):")
+    close_pool()  # fresh workers: nothing cached from the runs above
+    score_math(["\\boxed{1}"], ["1"], workers=args.workers)
+    print("worst single sample (each adversarial kind alone, fresh pool, cold caches):")
     worst = 0.0
     for kind, text in ADVERSARIAL.items():
         t0 = time.monotonic()

@@ -28,8 +28,8 @@ import pandas as pd
 
 from harness import metrics as M
 from harness.evaluation import backends, replay
-from harness.evaluation.tasks import (build_task, call_scorer, expand_tasks, load_scorer, read_docs, task_info,
-                                      to_jsonable)
+from harness.evaluation.tasks import (build_task, call_scorer, expand_tasks, load_scorer, raw_config, read_docs,
+                                      task_info, to_jsonable)
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
     names = expand_tasks(tasks)
     infos = {n: task_info(n) for n in names}
     scorers = {n: load_scorer(infos[n].scorer) for n in names}
+    unsafe = [n for n in names if raw_config(n).get("unsafe_code")]
+    if unsafe and not allow_code_execution:
+        raise ValueError(f"task(s) {', '.join(unsafe)} execute model-written code; set allow_code_execution=true "
+                         "to run them (in a sandbox you trust)")
     built = {n: build_task(n, k=k, temperature=temperature, top_p=top_p, max_gen_toks=max_gen_toks,
                            data_dir=data_dir) for n in names}
     label = model_name or _model_label(model, replay_file)

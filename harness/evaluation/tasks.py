@@ -118,8 +118,8 @@ def build_task(name: str, *, k: int, temperature: float, top_p: float, max_gen_t
     if data_dir is not None:
         cfg.update(dataset_path="json", dataset_name=None, test_split="test",
                    dataset_kwargs={"data_files": {"test": str(data_file(name, data_dir))}})
-        for split in ("training_split", "validation_split", "fewshot_split"):
-            cfg.pop(split, None)
+        for key in ("training_split", "validation_split", "fewshot_split", "custom_dataset"):
+            cfg.pop(key, None)
     for key in ("tag", "group", "task_list"):
         cfg.pop(key, None)
     return ConfigurableTask(config=cfg)
