@@ -45,6 +45,8 @@ def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
         result = json.loads((out / f"results_{name}.json").read_text())
         assert result["provenance"]["lm_eval_version"] == "0.4.13"
         assert result["protocol"]["max_gen_toks"] == GEN and result["counts"]["n_samples"] == K
+        gen = result["generation_kwargs"]  # what lm-eval was given: sampling set with T, no top-k, no seed
+        assert gen["do_sample"] is True and gen["temperature"] == 1.0 and gen["top_k"] == 0 and "seed" not in gen
     len_row = df[(df.benchmark == "aime24") & (df.metric == "len@k")].iloc[0]
     assert 0 < len_row.value <= GEN
 

@@ -35,6 +35,9 @@ from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text,
 log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "replay")
+# Plain sampling at (temperature, top_p) whatever the checkpoint's generation_config.json says: transformers
+# applies top_k=50 by default and a model's repetition_penalty; recent vLLM applies the model's config too.
+PURE_SAMPLING = {"hf": {"top_k": 0, "repetition_penalty": 1.0}, "vllm": {"top_k": -1, "repetition_penalty": 1.0}}
 SUMMARY_COLUMNS = ["model", "benchmark", "metric", "k", "value", "ci_low", "ci_high", "n_problems", "n_samples"]
 
 
@@ -62,7 +65,7 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
         raise ValueError(f"task(s) {', '.join(unsafe)} execute model-written code; set allow_code_execution=true "
                          "to run them (in a sandbox you trust)")
     built = {n: build_task(n, k=k, temperature=temperature, top_p=top_p, max_gen_toks=max_gen_toks,
-                           data_dir=data_dir) for n in names}
+                           data_dir=data_dir, extra_generation=PURE_SAMPLING.get(backend)) for n in names}
     label = model_name or _model_label(model, replay_file)
 
     if backend == "replay":
@@ -182,6 +185,7 @@ def _collect_generated(model, built, backend, tokenizer, limit, seed, hf_opts, v
         out[name] = {"docs": docs, "responses": responses, "prompts": [s["arguments"][0][0] for s in samples],
                      "lengths": lengths, "truncated": [[n >= gen_len[name] for n in ls] for ls in lengths],
                      "length_unit": "tokens", "max_gen_toks": gen_len[name], "n_missing": 0,
+                     "generation_kwargs": dict(built[name].config.generation_kwargs),
                      "generation_seconds": round(gen_s, 2)}
     return out
 
@@ -260,7 +264,7 @@ def _write_task_files(out: Path, name, label, info, r, scores, summary, record, 
         "benchmark": name, "model": label, "metrics": summary, "counts": record, "protocol": protocol,
         "task": {"name": name, "version": info.version, "scorer": info.scorer, "source": info.source,
                  "yaml": info.path},
-        "generation_seconds": r.get("generation_seconds"),
+        "generation_kwargs": r.get("generation_kwargs"), "generation_seconds": r.get("generation_seconds"),
         "provenance": provenance(config, lm_eval_version=version("lm_eval"),
                                  task_versions={name: info.version}),
     }

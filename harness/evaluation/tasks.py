@@ -102,8 +102,9 @@ def task_max_gen_toks(cfg: dict) -> int:
 
 
 def build_task(name: str, *, k: int, temperature: float, top_p: float, max_gen_toks: int | None,
-               data_dir: str | Path | None = None):
-    """A ConfigurableTask for `name` with the protocol applied (and its data from data_dir, if given)."""
+               data_dir: str | Path | None = None, extra_generation: dict | None = None):
+    """A ConfigurableTask for `name` with the protocol applied (and its data from data_dir, if given).
+    `extra_generation`: backend-specific sampling keys added when sampling (e.g. top_k off)."""
     from lm_eval.api.task import ConfigurableTask
 
     cfg = raw_config(name)
@@ -115,6 +116,8 @@ def build_task(name: str, *, k: int, temperature: float, top_p: float, max_gen_t
     cfg["generation_kwargs"] = {**gen, **over["generation_kwargs"]}
     if temperature <= 0:
         cfg["generation_kwargs"].pop("top_p", None)
+    else:
+        cfg["generation_kwargs"].update(extra_generation or {})
     if data_dir is not None:
         cfg.update(dataset_path="json", dataset_name=None, test_split="test",
                    dataset_kwargs={"data_files": {"test": str(data_file(name, data_dir))}})
