@@ -30,6 +30,8 @@ def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
 
     from harness.runner import _checkpoints, train_overrides_for
 
+    _checkpoints(cdir / "train", drop_partial=True)
+
     env = submitit.JobEnvironment()
     gpus = int(cell.resources.get("gpus_per_node", 8))
     cmd = ["accelerate", "launch", "--config_file", launcher.get("accelerate_config", "configs/accelerate/zero3.yaml"),
@@ -37,7 +39,7 @@ def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
            "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
            "--num_processes", str(env.num_nodes * gpus),
            "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"),
-           f"resume={bool(_checkpoints(cdir / 'train'))}",
+           "resume=true",
            "trainer.use_vllm=true", f"trainer.vllm_mode={launcher.get('vllm_mode', 'colocate')}"]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
 

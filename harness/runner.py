@@ -191,13 +191,29 @@ def _last_metrics(cdir: Path) -> dict:
 # Running one cell (in its own process)
 
 
-def _checkpoints(train_dir: Path) -> dict[int, Path]:
+def _complete(ckpt: Path) -> bool:
+    """transformers writes trainer_state.json last in a checkpoint: without it (or unreadable) it is partial."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+        return True
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def _checkpoints(train_dir: Path, drop_partial: bool = False) -> dict[int, Path]:
+    """Complete checkpoints by step; with drop_partial, delete the ones a kill left half-written."""
+    import shutil
+
     out = {}
     for p in (train_dir / "checkpoints").glob("checkpoint-*"):
         try:
-            out[int(p.name.split("-")[1])] = p
+            step = int(p.name.split("-")[1])
         except (IndexError, ValueError):
             continue
+        if _complete(p):
+            out[step] = p
+        elif drop_partial:
+            shutil.rmtree(p, ignore_errors=True)
     return dict(sorted(out.items()))
 
 
@@ -207,18 +223,36 @@ def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
         return
     from harness.evaluation import main as eval_main
 
-    cfg = load_config("eval", [f"model={model_path}", f"tasks=[{','.join(cell.eval_tasks)}]",
+    cfg = load_config("eval", [f"checkpoint={model_path}", f"tasks=[{','.join(cell.eval_tasks)}]",
                                f"out={out_dir}", f"seed={cell.seed}", *cell.eval_overrides])
     rc = eval_main(cfg)
     if rc:
         raise RuntimeError(f"evaluation of {model_path} exited with {rc}")
 
 
-def base_model_path(cell: Cell) -> str:
-    """The untrained model of a cell, as a path or hub id (prepared on demand, e.g. a warm start)."""
-    from trainers.train import resolve_model_path
+def base_model_path(cell: Cell, results_dir: str | Path = "results") -> str:
+    """The untrained model of a cell as a path or hub id.
 
-    return str(resolve_model_path(load_config("train", [f"model={cell.model}"]).model))
+    `model.path` when the preset gives one (a hub id, a folder, or the mini task's cached warm start,
+    which `model.prepare` builds on first use); for `model=tiny` the random model is built once into
+    `<results_dir>/cache/` (the same one every training cell of that seed starts from).
+    """
+    m = to_dict(load_config("train", [f"model={cell.model}"]).model)
+    if m.get("prepare"):
+        from trainers.train import import_path
+
+        return str(import_path(m["prepare"], "model.prepare")(m))
+    if m.get("path"):
+        return str(m["path"])
+    if m.get("tiny") is None:
+        raise ConfigError(m.get("path_hint") or f"model={cell.model}: model.path is required")
+    from trainers.tiny import build_tiny
+
+    key = hashlib.sha256(json.dumps(m["tiny"], sort_keys=True).encode()).hexdigest()[:8]
+    out = Path(results_dir) / "cache" / f"{cell.model}-{key}"
+    if not (out / "config.json").exists():
+        build_tiny(out, **m["tiny"])
+    return str(out)
 
 
 def load_cell(cdir: Path) -> Cell:
@@ -229,8 +263,9 @@ def load_cell(cdir: Path) -> Cell:
 def _train_local(cell: Cell, train_dir: Path) -> None:
     from trainers.train import train
 
-    resume = bool(_checkpoints(train_dir))
-    train(load_config("train", train_overrides_for(cell, train_dir) + [f"resume={resume}"]))
+    # resume=true: continue from the last complete checkpoint if there is one, else start afresh
+    _checkpoints(train_dir, drop_partial=True)
+    train(load_config("train", train_overrides_for(cell, train_dir) + ["resume=true"]))
 
 
 def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
@@ -247,7 +282,7 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
     try:
         timings = {}
         if cell.eval_only:
-            _evaluate(cell, base_model_path(cell), cdir / "eval" / "base")
+            _evaluate(cell, base_model_path(cell, cdir.parents[2]), cdir / "eval" / "base")
             timings["eval_s"] = round(time.time() - t0, 1)
         else:
             train_dir = cdir / "train"
@@ -320,7 +355,7 @@ def _prepare(cells: list[Cell], cfg: DictConfig) -> None:
         if not (cdir / "cell.json").exists():
             atomic_write_json(cdir / "cell.json", c.to_json())
     for model in sorted({c.model for c in cells}):
-        path = base_model_path(next(c for c in cells if c.model == model))
+        path = base_model_path(next(c for c in cells if c.model == model), cfg.results_dir)
         print(f"model {model}: {path}")
 
 
@@ -332,7 +367,8 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false"}
     queue, running, failed = list(todo), {}, []
-    bar = tqdm(total=len(todo), desc=f"grid {cfg.grid.name}", unit="cell")
+    bar = tqdm(total=len(todo), desc=f"grid {cfg.grid.name}", unit="cell", mininterval=1.0,
+               disable=None)  # no bar when the output is not a terminal; the done/FAILED lines stay
     while queue or running:
         while queue and len(running) < jobs:
             c = queue.pop(0)
