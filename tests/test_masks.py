@@ -223,3 +223,26 @@ def test_gathered_scope_two_processes(tmp_path):
                     assert n0 == n1 == want.n_tokens and k0 == k1 == want.n_selected
                     # padding never selected on either rank
                     assert not any(x and not k for x, k in zip(sum(got1, []), sum(m1, [])))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sampled_bracket_is_exact_on_large_inputs(seed):
+    """Above 2**18 values the k-th value is bracketed from a sample; it must equal torch.kthvalue exactly."""
+    from trainers.masks import _kth_largest
+
+    g = torch.Generator().manual_seed(seed)
+    n = (1 << 18) + 1000 * (seed + 1)
+    x = torch.rand(n, generator=g).pow(6)
+    x[torch.rand(n, generator=g) < 0.4] = 0.0  # a huge tie block at zero
+    x = (x * 64).round() / 64  # and many ties elsewhere
+    for k in (1, 7, n // 10, n // 5, n // 2, int(n * 0.8), n - 1, n):
+        assert _kth_largest(x, k) == torch.kthvalue(x, n - k + 1).values, k
+    # the mask itself against a stable full sort (earliest position wins ties), with padding
+    m = torch.rand(n, generator=g) > 0.1
+    for mode, rho in (("top", 0.2), ("bottom", 0.8), ("top", 0.5)):
+        keys = torch.where(m, x if mode == "top" else -x, float("-inf"))
+        k = math.ceil(rho * int(m.sum()) - 1e-9)
+        order = torch.sort(keys, descending=True, stable=True).indices[:k]
+        want = torch.zeros(n, dtype=torch.bool)
+        want[order] = True
+        assert torch.equal(token_mask(x.view(1, n), m.view(1, n), mode, rho)[0], want), (mode, rho)

@@ -20,8 +20,9 @@ Ties are broken deterministically: among equal entropies at the threshold the ea
 order, then lower rank) is kept first. Padding (``response_mask`` false) never enters the threshold.
 
 Deviations and implementation notes:
-- The threshold is found with ``torch.kthvalue`` (linear-time selection) instead of a full sort or
-  ``torch.quantile``, so any size works (``torch.quantile`` refuses more than 2**24 elements). The quantile's
+- The threshold is an exact order statistic found without a full sort or ``torch.quantile`` (which refuses more
+  than 2**24 elements): a seeded sample brackets it, two counting passes confirm the bracket, and
+  ``torch.kthvalue`` runs on the few values inside (``_kth_largest``). Any size works. The quantile's
   rank ``(1 - rho) * (N - 1)`` is computed in float64; torch.quantile computes it in the input dtype, so for very
   large N the two can pick neighbouring order statistics (TRL's own path cannot run at that size at all).
 - ``bottom`` is ``top`` applied to ``-entropy``; for ``quantile`` that is ``entropy <= quantile(rho)``.
@@ -85,35 +86,76 @@ def _gather_values(values: torch.Tensor, group=None) -> tuple[torch.Tensor, int]
     return gathered, sum(sizes_i[:rank])
 
 
+_EXACT_BELOW = 1 << 18  # below this size torch.kthvalue is used directly
+_SAMPLE = 1 << 16  # sample size for bracketing the k-th value of larger inputs
+
+
 def _kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest value of 1-D `x` (1 <= k <= x.numel()), in linear time."""
-    return torch.kthvalue(x, x.numel() - k + 1).values
+    """The k-th largest value of 1-D `x` (1 <= k <= x.numel()); exact.
+
+    Large inputs: a seeded random sample brackets the answer in [lo, hi]; two counting passes confirm the bracket
+    (#(x > hi) < k <= #(x >= lo)) and the answer is the exact order statistic among the few values inside it.
+    If the bracket misses (rare), the full torch.kthvalue is used. Either way the result is exact.
+    """
+    n = x.numel()
+    if n <= _EXACT_BELOW:
+        return torch.kthvalue(x, n - k + 1).values
+    g = torch.Generator().manual_seed(n * 31 + k)
+    sample = x[torch.randint(n, (_SAMPLE,), generator=g).to(x.device)].sort(descending=True).values  # [S]
+    p = k / n
+    sd = math.sqrt(_SAMPLE * p * (1 - p)) + 1
+    hi = sample[max(int(p * _SAMPLE - 4 * sd), 0)]
+    lo = sample[min(int(p * _SAMPLE + 4 * sd), _SAMPLE - 1)]
+    above = int(torch.count_nonzero(x > hi))
+    if above < k:
+        cand = x[(x >= lo) & (x <= hi)]
+        need = k - above
+        if need <= cand.numel():
+            return torch.kthvalue(cand, cand.numel() - need + 1).values
+    return torch.kthvalue(x, n - k + 1).values
 
 
-def _select_top(keys: torch.Tensor, all_keys: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+def _select_top(keys: torch.Tensor, all_keys: torch.Tensor, offset: int, k: int,
+                t: torch.Tensor | None = None) -> torch.Tensor:
     """Exactly k of the largest `all_keys` (global), returned for the local slice `keys` = all_keys[offset:...].
 
-    Ties at the k-th value are taken in order of position in `all_keys` (earliest first).
+    Ties at the k-th value are taken in order of position in `all_keys` (earliest first). `all_keys` may be
+    `keys` itself (one rank) and may hold -inf for padding, which k never reaches. `t`: the k-th largest of
+    `all_keys` when the caller has it already.
     """
     if k <= 0:
         return torch.zeros_like(keys, dtype=torch.bool)
-    t = _kth_largest(all_keys, k)
-    need = k - int((all_keys > t).sum())  # how many tokens equal to t are still needed (>= 1)
-    ties_before = int((all_keys[:offset] == t).sum())
+    t = _kth_largest(all_keys, k) if t is None else t
+    at_least = keys >= t
+    if all_keys is keys:
+        n_ge = int(torch.count_nonzero(at_least))
+    else:
+        n_ge = int(torch.count_nonzero(all_keys >= t))
+    if n_ge == k:  # no tie straddles the boundary (the usual case): one comparison decides
+        return at_least
+    need = k - int(torch.count_nonzero(all_keys > t))  # how many tokens equal to t are still needed (>= 1)
+    ties_before = int(torch.count_nonzero(all_keys[:offset] == t))
     local_ties = keys == t
     rank_in_ties = torch.cumsum(local_ties, 0) + ties_before  # 1-based rank among all ties
     return (keys > t) | (local_ties & (rank_in_ties <= need))
 
 
-def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """torch.quantile(x, q) (linear interpolation) for any size, via two order statistics."""
-    n = x.numel()
-    pos = q * (n - 1)  # float64 rank
+def _quantile(keys: torch.Tensor, n: int, q: float) -> torch.Tensor:
+    """torch.quantile over the n finite `keys` (linear interpolation), any size; -inf entries are padding."""
+    pos = q * (n - 1)  # float64 rank, ascending, 0-based
     lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
-    v_lo = torch.kthvalue(x, lo + 1).values
-    v_hi = torch.kthvalue(x, hi + 1).values if hi != lo else v_lo
-    return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=x.dtype, device=x.device))
+    v_lo = _kth_largest(keys, n - lo)  # ascending rank r = (n - r)-th largest
+    v_hi = _kth_largest(keys, n - hi) if hi != lo else v_lo
+    return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=keys.dtype, device=keys.device))
+
+
+def _distributed(scope: str, group) -> bool:
+    if scope != "gathered":
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
 def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str, rho: float,
@@ -122,43 +164,54 @@ def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str,
     """The token mask with its threshold and counts; see the module docstring for every option.
 
     entropy: float [...] (any shape, e.g. [B, T]); response_mask: bool/0-1 of the same shape.
-    scope="gathered" needs an initialised torch.distributed process group (gloo or nccl); all ranks must call.
+    scope="gathered" gathers over the default (or `group`) torch.distributed process group when one with more
+    than one rank is initialised (all ranks must call), and is the same as "local" otherwise.
+    mode="random" with scope="gathered" needs a `generator` seeded alike on every rank.
     """
     check_mask_args(mode, rho, selection, scope)
     if entropy.shape != response_mask.shape:
         raise ValueError(f"entropy shape {tuple(entropy.shape)} != response_mask shape {tuple(response_mask.shape)}")
     valid = response_mask.bool()
-    local = entropy.detach()[valid].float()  # [N_local] response-token entropies, row-major order
-    if scope == "gathered":
-        all_vals, offset = _gather_values(local, group)
-    else:
-        all_vals, offset = local, 0
-    n = all_vals.numel()
+    ent = entropy.detach().float()
+    sign = -1.0 if mode == "bottom" else 1.0  # bottom = top of -entropy
+    if _distributed(scope, group):
+        keys = ent[valid] * sign  # [N_local] response tokens in row-major order
+        all_keys, offset = _gather_values(keys, group)
+        n = all_keys.numel()
+        noise_shape = (n,)
+    else:  # no compaction: padding becomes -inf, which no selection reaches
+        keys = torch.where(valid, ent * sign, float("-inf")).flatten()  # [numel]
+        all_keys, offset = keys, 0
+        n = int(torch.count_nonzero(valid))
+        noise_shape = (keys.numel(),)
     out = torch.zeros_like(valid)
     if n == 0:
         return MaskResult(out, float("nan"), 0, 0)
     if mode == "all":
-        out[valid] = True
-        return MaskResult(out, float("nan"), n, n)
+        return MaskResult(valid.clone(), float("nan"), n, n)
 
-    keys = local if mode in ("top", "random") else -local  # bottom = top of -entropy
-    all_keys = all_vals if mode in ("top", "random") else -all_vals
     if selection == "topk":
-        k = math.ceil(rho * n - 1e-9)  # ceil, robust to float noise such as 0.2 * 50 = 10.000000000000002
-        k = min(max(k, 1), n)
+        k = min(max(math.ceil(rho * n - 1e-9), 1), n)  # ceil, robust to float noise (0.2 * 50 = 10.000000000000002)
         thr = _kth_largest(all_keys, k)
-        sel = _select_top(keys, all_keys, offset, k) if mode != "random" else None
+        sel = _select_top(keys, all_keys, offset, k, thr) if mode != "random" else None
     else:
-        thr = _quantile(all_keys, 1.0 - rho)
+        thr = _quantile(all_keys, n, 1.0 - rho)
         sel = keys >= thr
-        k = int((all_keys >= thr).sum())
+        k = int(torch.count_nonzero(all_keys >= thr))
     if mode == "random":
-        # every rank draws the same n keys (pass a generator seeded alike on all ranks for scope="gathered")
-        noise = torch.rand(n, generator=generator, device=generator.device if generator else "cpu").to(local.device)
-        sel = _select_top(noise[offset:offset + local.numel()], noise, offset, k)
+        # uniform keys; every rank draws the same global vector, so the choice is uniform over all ranks' tokens
+        noise = torch.rand(noise_shape, generator=generator,
+                           device=generator.device if generator else "cpu").to(keys.device)
+        if all_keys is keys:
+            noise = torch.where(keys > float("-inf"), noise, float("-inf"))
+            sel = _select_top(noise, noise, 0, k)
+        else:
+            sel = _select_top(noise[offset:offset + keys.numel()], noise, offset, k)
         threshold = float("nan")
     else:
-        threshold = float(thr) if mode == "top" else -float(thr)
+        threshold = sign * float(thr)
+    if all_keys is keys:
+        return MaskResult(sel.view(valid.shape), threshold, n, k)
     out[valid] = sel
     return MaskResult(out, threshold, n, k)
 
