@@ -24,8 +24,8 @@
 
 Workers are a persistent pool of `python -m harness.scoring` processes (started once per calling process,
 about a second; restarted only after a kill), so the trainer can call `score_math` once per batch without
-process start-up. `workers=0` scores in the calling
-process (main thread only; no protection against C-level hangs): for debugging.
+process start-up. `workers=0` scores in the calling process (main thread only; no protection against
+C-level hangs): for debugging. The pool is not thread-safe: call `score_math` from one thread.
 
 Deviation from the paper: the paper checks "mathematical equivalence" of the last \\boxed{} without naming a
 checker; the released code uses verl's math_dapo string normaliser. math-verify accepts more equivalent forms
@@ -104,7 +104,7 @@ def normalize_answer(s: str) -> str:
                  ("\\tfrac", "\\frac"), ("\\%", ""), ("%", "")):
         s = s.replace(a, b)
     s = re.sub(r"\s+", "", s)
-    return s.rstrip(".").lower()
+    return s.rstrip(".")  # case is kept: x and X, e and E can be different answers
 
 
 def _clean_gold(gold: str) -> str:
