@@ -117,3 +117,16 @@ def test_math_scorer_contract():
     assert scores == [Score(True, "0.5", "ok"), Score(False, None, "no_answer")]
     assert batch([doc, {"problem": "q", "gold": "3"}], [["\\boxed{0.5}"], ["\\boxed{4}"]]) == [
         [Score(True, "0.5", "ok")], [Score(False, "4", "ok")]]
+
+
+def test_code_tasks_are_refused_without_allow_code_execution(tmp_path):
+    from lm_eval.tasks._index import Kind
+
+    unsafe = [n for n, e in task_manager().task_index.items()
+              if e.kind == Kind.TASK and raw_config(n).get("unsafe_code")]
+    if not unsafe:
+        pytest.skip("no task in harness/tasks executes code")
+    f = tmp_path / "r.jsonl"
+    f.write_text(json.dumps({"task": unsafe[0], "problem": "p", "responses": ["x"]}) + "\n")
+    with pytest.raises(ValueError, match="allow_code_execution=true"):  # before any data is loaded
+        evaluate(tasks=unsafe[0], backend="replay", replay_file=f, k=1)
