@@ -83,3 +83,19 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     a, b = results(ref_dir), results(kill_dir)
     assert a.keys() == b.keys() and len(a) == 1 + 2 * 2 + 2   # base + 2 cells x 2 evaluated steps, + 2 metrics logs
     assert a == b
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data/math")
+def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
+    """launcher=slurm goes through hydra-submitit-launcher; its local executor runs the same path here."""
+    args = tiny_grid(tmp_path) + ["grid.variants=[full]", "grid.base_eval=false", "grid.eval.every_n_steps=null",
+                                  "launcher=slurm", "launcher.executor=submitit_local"]
+    proc = harness_run(args)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out
+    assert "hydra/launcher=submitit_local" in out
+    (cell,) = plan(load_config("run", args).grid)
+    cdir = tmp_path / "runs" / "mini" / cell.cell_id
+    assert read_status(cdir)["state"] == "complete"
+    assert (cdir / "eval" / "step-4" / "summary.csv").exists()
+    assert list((tmp_path / "runs" / "mini" / ".submitit").rglob("*_log.out")), "submitit wrote no job log"
