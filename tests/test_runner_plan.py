@@ -45,7 +45,7 @@ def test_cell_ids_are_stable_and_follow_the_config():
     a = [c.cell_id for c in plan(load_config("run", ["grid=paper"]).grid)]
     b = [c.cell_id for c in plan(load_config("run", ["grid=paper"]).grid)]
     assert a == b
-    changed = plan(load_config("run", ["grid=paper", "grid.train_overrides=[trainer.learning_rate=2e-6]"]).grid)
+    changed = plan(load_config("run", ["grid=paper", "grid.train_overrides=['trainer.learning_rate=2e-6']"]).grid)
     assert not set(a) & {c.cell_id for c in changed}
 
 
