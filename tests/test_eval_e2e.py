@@ -87,3 +87,10 @@ def test_cli_eval_and_tasks(tiny_dir, math_data_dir, tmp_path, capsys):
     assert cli_main(["eval", "backend=nope", f"out={out}"]) == 2
     assert cli_main(["tasks"]) == 0
     assert "olympiadbench" in capsys.readouterr().out
+
+
+def test_vllm_context_is_checked_before_the_engine_starts(tiny_dir, math_data_dir):
+    # vllm is not installed here: the check must fail first, naming the context
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        evaluate(str(tiny_dir), tasks="aime24", backend="vllm", k=1, limit=1, data_dir=math_data_dir,
+                 max_gen_toks=10_000, temperature=0.0, vllm_options={"max_model_len": 2048})

@@ -58,6 +58,32 @@ def make_vllm(model: str, tokenizer: str | None = None, *, tensor_parallel_size:
                 max_model_len=max_model_len, dtype=dtype, seed=seed, max_gen_toks=max_gen_toks, **kwargs)
 
 
+def context_of(model: str, tokenizer: str | None = None, max_model_len: int | None = None) -> tuple[Any, int]:
+    """(tokenizer, context length) of a model path / hub id without loading its weights: `max_model_len` if
+    given, else the config's max_position_embeddings (what vLLM uses by default)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(model)
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer) if tokenizer else path)
+    if max_model_len:
+        return tok, int(max_model_len)
+    cfg = AutoConfig.from_pretrained(path)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if getattr(cfg, attr, None):
+            return tok, int(getattr(cfg, attr))
+    raise ValueError(f"cannot find the context length of {model}; set vllm.max_model_len")
+
+
+def check_prompts_fit(tokenizer, context: int, task_name: str, prompts: list[str], max_gen_toks: int) -> None:
+    """The same check as `check_context`, before an engine exists (vLLM start-up takes minutes)."""
+    longest = max((len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts), default=0)
+    if longest + max_gen_toks > context:
+        raise ValueError(f"task {task_name}: longest prompt ({longest} tokens) + max_gen_toks ({max_gen_toks}) = "
+                         f"{longest + max_gen_toks} exceeds the model's context ({context} tokens); lower "
+                         "generation.max_gen_toks or raise vllm.max_model_len")
+
+
 def lm_tokenizer(lm) -> Any:
     return getattr(lm, "tokenizer", None)
 

@@ -158,6 +158,12 @@ def _collect_generated(model, built, backend, tokenizer, limit, seed, hf_opts, v
     if backend == "hf":
         lm = backends.make_hf(model, tokenizer, **hf_opts)
     else:
+        if not isinstance(model, str):
+            raise ValueError("backend=vllm needs a model path or hub id, not an in-memory model")
+        tok, context = backends.context_of(model, tokenizer, vllm_opts.get("max_model_len"))
+        for name, task in built.items():
+            docs = read_docs(task)[:limit] if limit else read_docs(task)
+            backends.check_prompts_fit(tok, context, name, [task.doc_to_text(d) for d in docs], gen_len[name])
         lm = backends.make_vllm(model, tokenizer, seed=seed, max_gen_toks=max(gen_len.values()), **vllm_opts)
     try:
         for name, task in built.items():
