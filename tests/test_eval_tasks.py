@@ -130,3 +130,21 @@ def test_code_tasks_are_refused_without_allow_code_execution(tmp_path):
     f.write_text(json.dumps({"task": unsafe[0], "problem": "p", "responses": ["x"]}) + "\n")
     with pytest.raises(ValueError, match="allow_code_execution=true"):  # before any data is loaded
         evaluate(tasks=unsafe[0], backend="replay", replay_file=f, k=1)
+
+
+def test_every_eval_config_key_is_documented():
+    # each leaf key of configs/eval.yaml has a comment line right above it
+    from harness.io import CONFIG_DIR
+
+    lines = (CONFIG_DIR / "eval.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([a-z_]+):\s*(\S.*)?$", line)
+        if not m or m.group(3) is None:  # a section header, or not a key
+            continue
+        if i == 0 or not lines[i - 1].strip().startswith("#"):
+            undocumented.append(m.group(2))
+    assert not undocumented, f"configs/eval.yaml keys without a comment: {undocumented}"
+    from harness.config import load_config
+
+    load_config("eval", [])  # and it composes
