@@ -12,7 +12,9 @@
    are still matched when written the same way as the gold. Shortcuts that give math-verify's verdict without
    sympy: equal normalised strings, and two plain decimal numbers (equal, or differing by > 1e-4 relative);
    after parsing, two constant expressions whose numeric values differ by > 1e-4 relative are "different"
-   without math-verify's simplify (closer calls, percentages and degrees go to math-verify). Identical
+   without math-verify's simplify (closer calls, percentages and degrees go to math-verify), and so are a
+   number and an expression in variables that takes different values at two fixed points (it cannot be a
+   constant in disguise such as sin^2 x + cos^2 x). Identical
    (answer, gold) pairs in one call are checked once; parses are cached per worker.
 3. Each sample has a wall-clock budget of `timeout_s`, enforced twice: an interval timer inside the worker
    (math-verify's own SIGALRM timeouts are switched off; they fail outside the main thread), and, for hangs in
@@ -188,6 +190,35 @@ def _clearly_different_numbers(g: tuple, p: tuple, raw: str) -> bool:
     return abs(x - y) > 1e-4 * max(1.0, abs(x))
 
 
+def _varies(e) -> bool:
+    """True when the expression `e` (with free symbols) takes clearly different values at two fixed points:
+    it is not a constant in disguise (like sin(x)^2 + cos(x)^2), so it cannot equal a number."""
+    import sympy
+
+    symbols = sorted(e.free_symbols, key=str)
+    try:
+        v1 = complex(e.evalf(15, subs={s: 0.5 + 0.1 * i for i, s in enumerate(symbols)}))
+        v2 = complex(e.evalf(15, subs={s: 1.7 + 0.13 * i for i, s in enumerate(symbols)}))
+    except (TypeError, ValueError, ArithmeticError, sympy.SympifyError):
+        return False
+    if any(map(math.isnan, (v1.real, v1.imag, v2.real, v2.imag))) or math.inf in (abs(v1), abs(v2)):
+        return False
+    return abs(v1 - v2) > 1e-6 * max(1.0, abs(v1))
+
+
+def _number_vs_function(g: tuple, p: tuple) -> bool:
+    """One side a plain number, the other an expression in variables that varies: math-verify's verdict is
+    "different" (after a slow simplify of their difference)."""
+    import sympy
+
+    a, b = g[0] if g else None, p[0] if p else None
+    if not all(isinstance(x, sympy.Expr) and not isinstance(x, (sympy.Tuple, sympy.Set)) for x in (a, b)):
+        return False
+    if a.is_number == b.is_number:
+        return False
+    return _varies(b if a.is_number else a)
+
+
 def _verify(answer: str, gold: str) -> bool:
     import sympy
     from math_verify import verify
@@ -197,7 +228,7 @@ def _verify(answer: str, gold: str) -> bool:
         raise _TooBig()
     if not (g and p):
         return False
-    if _clearly_different_numbers(g, p, gold + answer):
+    if _clearly_different_numbers(g, p, gold + answer) or _number_vs_function(g, p):
         return False
     return bool(verify(list(g), list(p), timeout_seconds=None))
 

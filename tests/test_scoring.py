@@ -116,3 +116,10 @@ def test_value_bits_bounds_growth_without_evaluating():
     assert value_bits(tower) == float("inf")
     assert value_bits(sympy.factorial(sympy.Integer(10) ** 10, evaluate=False)) > 1e6  # ~10^10 * 35 bits
     assert value_bits(sympy.Symbol("x") ** 2) < 10  # symbols are not numeric growth
+
+
+def test_number_against_a_function_of_variables():
+    # a varying expression is never a number; a constant in disguise still is
+    scores = score_math(["\\boxed{4}", "\\boxed{\\sin^2 x + \\cos^2 x}", "\\boxed{2x}", "\\boxed{x - x + 7}"],
+                        ["\\frac{e^{-2 t}}{15}+C_{1} e^{t}", "1", "70", "7"], workers=0)
+    assert [s.correct for s in scores] == [False, True, False, True]
