@@ -28,8 +28,8 @@ import pandas as pd
 
 from harness import metrics as M
 from harness.evaluation import backends, replay
-from harness.evaluation.tasks import (build_task, call_scorer, expand_tasks, load_scorer, raw_config, read_docs,
-                                      task_info, to_jsonable)
+from harness.evaluation.tasks import (build_task, call_scorer, data_file, expand_tasks, load_scorer, raw_config,
+                                      read_docs, task_info, to_jsonable)
 from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
     if unsafe and not allow_code_execution:
         raise ValueError(f"task(s) {', '.join(unsafe)} execute model-written code; set allow_code_execution=true "
                          "to run them (in a sandbox you trust)")
+    if data_dir is not None:
+        for n in names:
+            data_file(n, data_dir)  # every file checked before any is loaded
     built = {n: build_task(n, k=k, temperature=temperature, top_p=top_p, max_gen_toks=max_gen_toks,
                            data_dir=data_dir, extra_generation=PURE_SAMPLING.get(backend)) for n in names}
     label = model_name or _model_label(model, replay_file)
@@ -105,7 +108,8 @@ def _check_args(model, backend, k, limit, temperature, top_p, max_gen_toks, repl
         if not Path(replay_file).is_file():
             raise FileNotFoundError(f"replay_file {replay_file} does not exist")
     elif model is None:
-        raise ValueError(f"backend={backend} needs model= (a path, a hub id, or an in-memory model)")
+        raise ValueError(f"backend={backend} needs a model: a path, a hub id or an in-memory model "
+                         "(checkpoint=... on the command line)")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if limit is not None and int(limit) < 1:
