@@ -123,3 +123,39 @@ def test_number_against_a_function_of_variables():
     scores = score_math(["\\boxed{4}", "\\boxed{\\sin^2 x + \\cos^2 x}", "\\boxed{2x}", "\\boxed{x - x + 7}"],
                         ["\\frac{e^{-2 t}}{15}+C_{1} e^{t}", "1", "70", "7"], workers=0)
     assert [s.correct for s in scores] == [False, True, False, True]
+
+
+def test_shortcuts_agree_with_plain_math_verify(math_data_dir):
+    # the fast path (string/number shortcuts, numeric "clearly different", number vs varying expression,
+    # parse cache) against a plain reference: normalised-string equality or math_verify.verify, on pairs of
+    # benchmark golds (same, another problem's, a number, gold + 1) over several seeds
+    import json
+    import random
+
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    from harness.scoring import _check
+    from harness.tasks.math.utils import gold_of
+
+    golds = []
+    for name in ("aime24", "amc23", "math500", "minerva_math", "olympiadbench"):
+        with open(math_data_dir / f"{name}.jsonl", encoding="utf-8") as f:
+            golds += [gold_of(json.loads(x)) for x in f if x.strip()]
+    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
+
+    def reference(answer, gold):
+        if normalize_answer(answer) == normalize_answer(gold) and normalize_answer(gold):
+            return True
+        g = parse("\\boxed{" + gold + "}", extraction_config=cfg, parsing_timeout=5)
+        p = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=5)
+        return bool(g and p and verify(g, p, timeout_seconds=5))
+
+    disagree = []
+    for seed in range(3):
+        rng = random.Random(seed)
+        for gold in rng.sample(golds, 25):
+            for answer in (gold, rng.choice(golds), str(rng.randint(0, 999)), gold + "+1"):
+                fast, status = _check(answer, gold, 5.0)
+                if status == "ok" and fast != reference(answer, gold):
+                    disagree.append((answer, gold, fast))
+    assert not disagree, disagree[:5]
