@@ -126,10 +126,8 @@ def test_code_tasks_are_refused_without_allow_code_execution(tmp_path):
               if e.kind == Kind.TASK and raw_config(n).get("unsafe_code")]
     if not unsafe:
         pytest.skip("no task in harness/tasks executes code")
-    f = tmp_path / "r.jsonl"
-    f.write_text(json.dumps({"task": unsafe[0], "problem": "p", "responses": ["x"]}) + "\n")
-    with pytest.raises(ValueError, match="allow_code_execution=true"):  # before any data is loaded
-        evaluate(tasks=unsafe[0], backend="replay", replay_file=f, k=1)
+    with pytest.raises(ValueError, match="allow_code_execution=true"):  # before any data or model is loaded
+        evaluate("no-such-model", tasks=unsafe[0], backend="hf", k=1)
 
 
 def test_every_eval_config_key_is_documented():
