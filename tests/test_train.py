@@ -128,3 +128,30 @@ def test_resolve_model_path(tmp_path):
     hooked = load_config("train", ["model=tiny", f"model.path={tmp_path / 'hooked'}",
                                    "+model.prepare=test_train:_prepare_hook", "out=x"]).model
     assert resolve_model_path(hooked) == str(tmp_path / "hooked") and (tmp_path / "hooked" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_gathered_scope(tmp_path, math_data_dir):
+    """`torchrun --nproc_per_node 2` on CPU is a real data-parallel (gloo) run: one metrics line per step, counts
+    over both ranks, the gathered threshold, dynamic sampling that gives up on both ranks together."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "harness.cli", "train", "variant=top20", "trainer.max_steps=2", f"out={out}",
+           "trainer.mask_scope=gathered", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    # math_reward on a random model: every group all-zero -> both ranks stop at max_num_gen_batches (3) together,
+    # fill rows carry no gradient, so the loss is exactly 0 even with the overlong penalty on
+    assert all(r["gen_batches"] == 3 and r["dropped_group_frac"] == 1.0 and r["loss"] == 0 for r in rows)
+    # 2 prompts x 4 responses per update, over both ranks: up to 8 x 32 response tokens
+    assert all(100 < r["n_response_tokens"] <= 256 and abs(r["selected_frac"] - 0.2) <= 0.02 for r in rows)
+    assert json.loads((out / "summary.json").read_text())["processes"] == 2
+    assert (out / "final" / "model.safetensors").exists()

@@ -12,8 +12,8 @@ What is overridden (everything else, including the training loop, generation and
 
 Deviations, stated plainly:
 - If the batch is still not full after `max_num_gen_batches` generation batches, it is filled with the most
-  recently dropped groups (their advantage is 0, so they add no policy gradient, but they count as response tokens
-  under the "all" normaliser). The released code raises an error instead; `gen_batches` and `dropped_group_frac`
+  recently dropped groups with their advantage set to 0 (so no policy gradient, not even from the overlong
+  penalty; they still count as response tokens under the "all" normaliser). The released code raises an error instead; `gen_batches` and `dropped_group_frac`
   in metrics.jsonl show when this happens.
 - Refill prompts are drawn uniformly from the training set with a seeded generator (per rank), not from the
   epoch's sampler, so a refill can repeat a prompt of the current epoch.
@@ -206,7 +206,9 @@ class DAPOTrainer(GRPOTrainer):
             keep_rows = keep_groups.repeat_interleave(G)
             n_groups += target
             kept.append(_rows(out, keep_rows.nonzero().squeeze(1), n))
-            dropped.append(_rows(out, (~keep_rows).nonzero().squeeze(1), n))
+            fill = _rows(out, (~keep_rows).nonzero().squeeze(1), n)
+            fill["advantages"] = torch.zeros_like(fill["advantages"])  # fill rows never carry a policy gradient
+            dropped.append(fill)
             n_kept += int(keep_groups.sum())
             need = torch.tensor(float(n_kept < target), device=self.accelerator.device)
             need = float(self.accelerator.reduce(need, reduction="sum")) if self.accelerator.num_processes > 1 \

@@ -218,10 +218,14 @@ def resolve_model_path(model_cfg, out_dir: str | Path | None = None, cache_dir: 
 
 def grpo_args(plan: Plan, seed: int):
     """TRL GRPOConfig from the validated plan."""
+    import torch
     from trl import GRPOConfig
 
     s = plan.spec
+    cpu = not torch.cuda.is_available()
     return GRPOConfig(
+        use_cpu=cpu,  # also makes `torchrun --nproc_per_node N` on CPU a real data-parallel (gloo) run
+        **({"ddp_backend": "gloo"} if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}),
         output_dir=str(plan.out / "checkpoints"),
         seed=seed,
         per_device_train_batch_size=s.micro_batch_size,
@@ -262,18 +266,20 @@ def grpo_args(plan: Plan, seed: int):
     )
 
 
-def _prepare_out(plan: Plan, cfg, resume: bool) -> str | None:
-    """Create the run directory; return the checkpoint to resume from (or None)."""
+def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | None:
+    """Create the run directory (files only when `write`: the main process); return the checkpoint to resume."""
     from transformers.trainer_utils import get_last_checkpoint
 
     out = plan.out
     metrics = out / "metrics.jsonl"
     if metrics.exists() and not resume:
         raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass resume=true or choose another out=")
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = None
     if resume and (out / "checkpoints").is_dir():
         ckpt = get_last_checkpoint(str(out / "checkpoints"))
+    if not write:
+        return ckpt
+    out.mkdir(parents=True, exist_ok=True)
     if metrics.exists():  # drop lines the resumed run will write again
         last = int(Path(ckpt).name.split("-")[-1]) if ckpt else 0
         atomic_write_jsonl(metrics, [r for r in read_jsonl(metrics) if r.get("step", 0) <= last])
@@ -296,7 +302,10 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
     plan = plan or validate(cfg)
     out = plan.out
     args = grpo_args(plan, int(cfg.seed))  # TRL's own checks run before the model is loaded
-    model_path = resolve_model_path(cfg.model, out)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # the main process builds or prepares the model first
+        model_path = resolve_model_path(cfg.model, out)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -321,19 +330,28 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
     out = plan.out
     if cfg.get("resume") and (out / "summary.json").exists() and (out / "final").is_dir():
         return out  # already complete
-    ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")))
+    from accelerate import PartialState
+
+    state = PartialState()  # one process, or the ranks of `accelerate launch` / torchrun
+    with state.main_process_first():  # the main process writes the run directory first; the others only read
+        ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")), write=state.is_main_process)
     t0 = time.time()
     trainer = make_trainer(cfg, plan, reward_funcs)
     trainer.train(resume_from_checkpoint=ckpt)
 
     final, tmp = out / "final", out / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    trainer.processing_class.save_pretrained(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    atomic_write_json(out / "summary.json", provenance(
-        cfg, global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt))
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(tmp))  # gathers sharded weights on every rank, writes on the main one
+    if state.is_main_process:
+        trainer.processing_class.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        atomic_write_json(out / "summary.json", provenance(
+            cfg, global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt,
+            processes=state.num_processes))
+    state.wait_for_everyone()
     return out
 
 
