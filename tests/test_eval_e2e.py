@@ -39,12 +39,14 @@ def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
         for s in samples:
             assert len(s["responses"]) == len(s["correct"]) == len(s["lengths"]) == K  # all k kept, not 1
             assert all(0 < n <= GEN for n in s["lengths"])
+            assert all(n == GEN for n, t in zip(s["lengths"], s["truncated"]) if t)  # truncated = used all GEN
             assert s["prompt"].startswith("User:\n") and s["prompt"].endswith("\\boxed{}.\n\nAssistant:\n")
         # sampling at T = 1: the k responses differ (the "repeats without do_sample" trap gives k copies)
         assert len(set(samples[0]["responses"])) > 1
         result = json.loads((out / f"results_{name}.json").read_text())
         assert result["provenance"]["lm_eval_version"] == "0.4.13"
         assert result["protocol"]["max_gen_toks"] == GEN and result["counts"]["n_samples"] == K
+        assert result["counts"]["length_unit"] == "tokens (generated, EOS included)"
         gen = result["generation_kwargs"]  # what lm-eval was given: sampling set with T, no top-k, no seed
         assert gen["do_sample"] is True and gen["temperature"] == 1.0 and gen["top_k"] == 0 and "seed" not in gen
     len_row = df[(df.benchmark == "aime24") & (df.metric == "len@k")].iloc[0]
@@ -52,8 +54,7 @@ def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
 
     # the samples file replays to the same correctness and lengths
     again = evaluate(tasks="aime24", backend="replay", replay_file=out / "samples_aime24.jsonl",
-                     data_dir=math_data_dir, out_dir=tmp_path / "replay", k=K, bootstrap_iters=100,
-                     max_gen_toks=GEN)
+                     data_dir=math_data_dir, out_dir=tmp_path / "replay", k=K, bootstrap_iters=100)
     first = df[df.benchmark == "aime24"].set_index(["metric", "k"]).value
     assert again.set_index(["metric", "k"]).value.to_dict() == first.to_dict()
 
@@ -94,3 +95,22 @@ def test_vllm_context_is_checked_before_the_engine_starts(tiny_dir, math_data_di
     with pytest.raises(ValueError, match="exceeds the model's context"):
         evaluate(str(tiny_dir), tasks="aime24", backend="vllm", k=1, limit=1, data_dir=math_data_dir,
                  max_gen_toks=10_000, temperature=0.0, vllm_options={"max_model_len": 2048})
+
+
+def test_lengths_are_the_generated_token_counts(tiny_dir, math_data_dir, tmp_path):
+    # greedy decoding, so transformers' own generate() gives the same tokens: len@k must be their count
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    evaluate(model, tasks="aime24", tokenizer=tok, k=1, limit=2, data_dir=math_data_dir, max_gen_toks=GEN,
+             temperature=0.0, out_dir=tmp_path, bootstrap_iters=10)
+    for s in read_jsonl(tmp_path / "samples_aime24.jsonl"):
+        ids = tok(s["prompt"], return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        n = next((i + 1 for i, t in enumerate(out) if t == tok.eos_token_id), len(out))
+        assert s["lengths"] == [n]
+        assert s["truncated"] == [tok.eos_token_id not in out and n == GEN]

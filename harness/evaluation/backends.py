@@ -21,13 +21,75 @@ def resolve_model_path(model: str) -> str:
     return str(p) if p.exists() else model
 
 
+def _counting_hflm():
+    """HFLM that also records, per response, the number of generated tokens and whether it ended with EOS.
+
+    lm-eval returns text only. `tok_decode` sees each row's generated ids (`cont_toks`: generated tokens, then
+    padding once the row finished); the count is the tokens up to and including the first EOS (or up to the
+    padding of a row stopped by a stop string). After `generate_until`, each response string is paired with its
+    record by its final text (stop strings applied as lm-eval does), and `gen_info[id(instance)]` lists
+    (n_tokens, ended_with_eos) per repeat, in the order of `instance.resps`."""
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+    class CountingHFLM(HFLM):
+        def tok_decode(self, tokens, skip_special_tokens: bool = True):
+            text = super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
+            log = getattr(self, "_harness_decoded", None)
+            if log is not None and isinstance(tokens, list):
+                log.append((text, *self._harness_count(tokens)))
+            return text
+
+        def _harness_count(self, ids: list[int]) -> tuple[int, bool]:
+            eos = set(self._harness_eos_ids())
+            pad = self.tokenizer.pad_token_id
+            for i, t in enumerate(ids):
+                if t in eos:
+                    return i + 1, True
+                if t == pad:
+                    return i, False
+            return len(ids), False
+
+        def _harness_eos_ids(self) -> list[int]:
+            ids = [self.tokenizer.eos_token_id]
+            gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+            ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
+            return [i for i in ids if i is not None]
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            self._harness_decoded = []
+            try:
+                res = super().generate_until(requests, disable_tqdm=disable_tqdm)
+                eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
+                records = [[n, ended, False] for _, n, ended in self._harness_decoded]  # [n, eos, used]
+                index: dict[str, dict[str, list[list]]] = {}  # stop list -> final text -> records
+                self.gen_info = getattr(self, "gen_info", {})
+                for req, out in zip(requests, res):
+                    key = repr(req.args[1])
+                    if key not in index:
+                        kw = normalize_gen_kwargs(req.args[1], self.max_gen_toks)
+                        stops = handle_stop_sequences(kw.pop("until", None), eos=eos_text)
+                        index[key] = {}
+                        for (text, _, _), rec in zip(self._harness_decoded, records):
+                            index[key].setdefault(postprocess_generated_text(text, stops, None), []).append(rec)
+                    match = next((r for r in index[key].get(out, []) if not r[2]), None)
+                    if match is not None:
+                        match[2] = True
+                    self.gen_info.setdefault(id(req), []).append((match[0], match[1]) if match else None)
+            finally:
+                self._harness_decoded = None
+            return res
+
+    return CountingHFLM
+
+
 def make_hf(model: Any, tokenizer: Any = None, *, batch_size: int = 16, device: str | None = None,
             dtype: str = "auto", max_length: int | None = None):
     """lm-eval's HFLM around a path / hub id, or around an in-memory PreTrainedModel (then `tokenizer` is
     required and the model stays on its device)."""
     import torch
-    from lm_eval.models.huggingface import HFLM
 
+    HFLM = _counting_hflm()
     if isinstance(model, str):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         path = resolve_model_path(model)

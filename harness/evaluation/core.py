@@ -7,11 +7,12 @@ context length (longest prompt + max_gen_toks) is checked before any generation.
 Deviations and choices, stated:
 - Generation is lm-eval's (`lm_eval.evaluator.evaluate` with `log_samples=True`); lm-eval's own metrics are not
   used: every raw response of the k repeats is scored by the task's `metadata.scorer`.
-- len@k re-tokenises each decoded response with the model's tokenizer, capped at max_gen_toks (lm-eval returns
-  text only; re-encoding can differ from the generated count by a token or two, more for invalid UTF-8 from a
-  random model); `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
+- len@k: hf counts the generated tokens of each response (EOS included) while lm-eval decodes them
+  (`backends._counting_hflm`), and `truncated` = no EOS within max_gen_toks. vLLM (lm-eval returns text only)
+  re-encodes each response with the tokenizer, capped at max_gen_toks (can differ by a token or two);
+  `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
   else the `tokenizer` given, else whitespace-separated words (`length_unit` in the results JSON says which);
-  `truncated` only when max_gen_toks is given.
+  `truncated` from the file's `truncated` when present, else computed only when max_gen_toks is given.
 """
 from __future__ import annotations
 
@@ -184,17 +185,27 @@ def _collect_generated(model, built, backend, tokenizer, limit, seed, hf_opts, v
     finally:
         backends.restore(lm)
     tok = backends.lm_tokenizer(lm)
+    gen_info = getattr(lm, "gen_info", {})  # hf: (generated tokens, ended with EOS) per response
     out = {}
     for name in built:
         samples = sorted(res["samples"][name], key=lambda s: s["doc_id"])
         docs = [s["doc"] for s in samples]
         responses = [list(s["resps"][0]) for s in samples]  # the raw k responses (repeats) of the one request
-        flat = [r for rs in responses for r in rs]
-        lens = [min(n, gen_len[name]) for n in backends.token_lengths(tok, flat)]
-        lengths = _regroup(lens, responses)
+        info = {inst.doc_id: gen_info.get(id(inst)) for inst in built[name].instances}
+        exact = all(info.get(s["doc_id"]) and len(info[s["doc_id"]]) == len(rs) and None not in info[s["doc_id"]]
+                    for s, rs in zip(samples, responses))
+        if exact:
+            lengths = [[n for n, _ in info[s["doc_id"]]] for s in samples]
+            truncated = [[not eos and n >= gen_len[name] for n, eos in info[s["doc_id"]]] for s in samples]
+            unit = "tokens (generated, EOS included)"
+        else:  # vLLM (text only): re-encode
+            flat = [r for rs in responses for r in rs]
+            lengths = _regroup([min(n, gen_len[name]) for n in backends.token_lengths(tok, flat)], responses)
+            truncated = [[n >= gen_len[name] for n in ls] for ls in lengths]
+            unit = "tokens (re-encoded text)"
         out[name] = {"docs": docs, "responses": responses, "prompts": [s["arguments"][0][0] for s in samples],
-                     "lengths": lengths, "truncated": [[n >= gen_len[name] for n in ls] for ls in lengths],
-                     "length_unit": "tokens", "max_gen_toks": gen_len[name], "n_missing": 0,
+                     "lengths": lengths, "truncated": truncated,
+                     "length_unit": unit, "max_gen_toks": gen_len[name], "n_missing": 0,
                      "generation_kwargs": dict(built[name].config.generation_kwargs),
                      "generation_seconds": round(gen_s, 2)}
     return out
@@ -231,9 +242,12 @@ def _collect_replay(built, replay_file, limit, tokenizer, max_gen_toks) -> dict[
         else:
             lengths, unit = [[len(r.split()) for r in rs] for rs in responses], "words (no tokenizer given)"
         known = max_gen_toks is not None and unit.startswith("tokens")
+        from_file = all(isinstance(row.get("truncated"), list) and len(row["truncated"]) == len(row["responses"])
+                        for _, row in pairs)
         out[name] = {"docs": [d for d, _ in pairs], "responses": responses,
                      "prompts": [task.doc_to_text(d) for d, _ in pairs], "lengths": lengths,
-                     "truncated": [[n >= max_gen_toks for n in ls] for ls in lengths] if known else None,
+                     "truncated": ([[bool(t) for t in row["truncated"]] for _, row in pairs] if from_file
+                                   else [[n >= max_gen_toks for n in ls] for ls in lengths] if known else None),
                      "length_unit": unit, "max_gen_toks": max_gen_toks, "n_missing": n_missing}
     return out
 

@@ -1,7 +1,7 @@
 """`backend=replay`: re-score generations made elsewhere, without a model.
 
 The file is JSONL, one line per problem: `{"task": "aime24", "problem": "<text>", "responses": ["...", ...]}`
-(optional `lengths`: token counts per response, as written by our own samples files). Lines are matched to the
+(optional `lengths` and `truncated`: per response, as written by our own samples files). Lines are matched to the
 benchmark's problems by their text (whitespace collapsed). A line whose problem is not in the benchmark is an
 error; benchmark problems without a line are left out and counted (`n_missing` in the results JSON).
 """
