@@ -159,3 +159,19 @@ def test_clip_higher_fires_with_several_updates_per_rollout(tmp_path, math_data_
     # step 1 is on-policy (ratio 1); step 2 reuses the rollout after one update, so some ratios leave [0.8, 1.28]
     assert rows[0]["clip_frac_low"] == 0 and rows[0]["clip_frac_high"] == 0
     assert rows[1]["clip_frac_low"] + rows[1]["clip_frac_high"] > 0
+
+
+def test_mask_truncated_drops_truncated_responses(tmp_path, math_data_dir):
+    """With mask_truncated=true, truncated responses leave the loss and the threshold (TRL's option); the logged
+    response length still counts them."""
+    from trainers.train import train
+
+    rows = {}
+    for flag in ("false", "true"):
+        out = train(load_config("train", [f"out={tmp_path / flag}", f"data.path={math_data_dir / 'math500.jsonl'}",
+                                          "data.limit=16", "trainer.max_steps=1", f"trainer.mask_truncated={flag}",
+                                          "data.reward=trainers.rewards:digit_fraction_reward"]))
+        rows[flag] = read_jsonl(out / "metrics.jsonl")[0]
+    # same seed, same model: the same rollouts; a random byte model almost never stops within 32 tokens
+    assert rows["true"]["response_len_mean"] == rows["false"]["response_len_mean"] > 28
+    assert rows["true"]["n_response_tokens"] < rows["false"]["n_response_tokens"] / 2

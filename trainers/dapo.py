@@ -163,6 +163,7 @@ class DAPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards = rewards.detach()  # [B_global, n_funcs], gathered over ranks
+        self._last_lengths = [len(ids) for ids in completion_ids_list]  # local, before any truncation masking
         return rewards
 
     def _refill_batch(self, n_groups: int) -> list[dict]:
@@ -197,7 +198,7 @@ class DAPOTrainer(GRPOTrainer):
             gen_batches += 1
             r = self._local_task_rewards(n)  # [n]
             reward_sum += float(torch.nan_to_num(r, nan=0.0).sum())
-            len_sum += float(out["completion_mask"].sum())
+            len_sum += float(sum(self._last_lengths))
             count += n
             if not self.dapo.dynamic_sampling:
                 keep_groups = torch.ones(target, dtype=torch.bool)

@@ -306,6 +306,7 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
 
     with PartialState().main_process_first():  # the main process builds or prepares the model first
         model_path = resolve_model_path(cfg.model, out)
+    dataset = plan.loader(cfg.data)  # before the weights: a data problem fails fast
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -313,7 +314,6 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
         model_path, dtype=getattr(torch, plan.model.get("dtype", "float32")),
         **({"attn_implementation": plan.model["attn_implementation"]}
            if plan.model.get("attn_implementation") else {}))
-    dataset = plan.loader(cfg.data)
     s = plan.spec
     if reward_funcs is None:
         reward_funcs = [plan.reward]
