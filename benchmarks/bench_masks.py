@@ -7,8 +7,9 @@ Memory: each method runs once more in its own subprocess to read its peak reside
 the input is built); the input
 (float32 entropies [N] and a bool response mask with 10% padding) is built first and its memory is the baseline.
 Methods: `sum` (entropy.sum(): one pass, no output), `compare` (entropy > 0.5: one pass writing an N-element bool
-tensor, the least any mask costs: on CPU a fresh output tensor means page faults), `sort` (torch.sort of the response entropies), `topk` and `quantile`
-(trainers.masks.select_tokens, mode top, rho 0.2), and `torch_quantile` (TRL's rule; fails above 2**24).
+tensor, the least any mask costs: on CPU a fresh output tensor means page faults), `sort` (torch.sort of the
+response entropies), `topk` and `quantile` (trainers.masks.select_tokens, mode top, rho 0.2), and
+`torch_quantile` (TRL's rule; fails above 2**24).
 """
 from __future__ import annotations
 

@@ -188,7 +188,8 @@ def _worker(rank: int, init_file: str, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         for name, (e0, m0, e1, m1) in RANK_DATA.items():
-            e, m = (torch.tensor(e0), torch.tensor(m0).bool()) if rank == 0 else (torch.tensor(e1), torch.tensor(m1).bool())
+            e, m = (e0, m0) if rank == 0 else (e1, m1)
+            e, m = torch.tensor(e), torch.tensor(m).bool()
             for mode in ("top", "bottom", "random"):
                 for sel in ("topk", "quantile"):
                     for rho in (0.2, 0.5, 1.0):

@@ -121,7 +121,8 @@ def test_resolve_model_path(tmp_path):
     built = resolve_model_path(tiny, tmp_path / "run")
     assert built == str(tmp_path / "run" / "base_model") and (tmp_path / "run" / "base_model" / "config.json").exists()
     cached = resolve_model_path(tiny, cache_dir=tmp_path / "cache")  # no run directory: a cache keyed by the spec
-    assert cached.startswith(str(tmp_path / "cache")) and resolve_model_path(tiny, cache_dir=tmp_path / "cache") == cached
+    assert cached.startswith(str(tmp_path / "cache"))
+    assert resolve_model_path(tiny, cache_dir=tmp_path / "cache") == cached
     assert resolve_model_path(load_config("train", ["model=qwen3_8b", "out=x"]).model) == "Qwen/Qwen3-8B-Base"
     rel = load_config("train", ["model=qwen3_8b", "model.path=./results/x", "out=x"]).model
     assert resolve_model_path(rel).endswith("/results/x") and resolve_model_path(rel).startswith("/")

@@ -13,8 +13,8 @@ What is overridden (everything else, including the training loop, generation and
 Deviations, stated plainly:
 - If the batch is still not full after `max_num_gen_batches` generation batches, it is filled with the most
   recently dropped groups with their advantage set to 0 (so no policy gradient, not even from the overlong
-  penalty; they still count as response tokens under the "all" normaliser). The released code raises an error instead; `gen_batches` and `dropped_group_frac`
-  in metrics.jsonl show when this happens.
+  penalty; they still count as response tokens under the "all" normaliser). The released code raises an error
+  instead; `gen_batches` and `dropped_group_frac` in metrics.jsonl show when this happens.
 - Refill prompts are drawn uniformly from the training set with a seeded generator (per rank), not from the
   epoch's sampler, so a refill can repeat a prompt of the current epoch.
 - Text-only: multimodal inputs and a KL term (beta != 0) are rejected.
@@ -27,7 +27,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from trl import GRPOTrainer
@@ -221,8 +220,8 @@ class DAPOTrainer(GRPOTrainer):
         merged = concat_batches([p for p in parts if p["completion_mask"].size(0) > 0], self._tokenizer.pad_token_id)
         first = torch.arange(n)
         merged = _rows(merged, first, merged["completion_mask"].size(0))
-        loss_mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
-        merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)  # [n, T]
+        merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()  # response tokens, all ranks
         stats = torch.tensor([reward_sum, len_sum, count, n_groups - n_kept if self.dapo.dynamic_sampling else 0,
                               n_groups], device=self.accelerator.device, dtype=torch.float64)
         if self.accelerator.num_processes > 1:
