@@ -168,3 +168,21 @@ def test_cached_warm_start_is_reused(tiny_warm_start, tmp_path):
     before = (tmp_path / "base" / "model.safetensors").stat().st_mtime_ns
     assert ensure_warm_start(model_cfg) == tmp_path / "base"  # same recipe, gate passed: reused as it is
     assert (tmp_path / "base" / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_harness_train_runs_on_the_mini_task(tmp_path):
+    """`harness train model=mini data=mini trainer=dapo_mini` end to end: the prepare hook builds a (tiny,
+    gate-relaxed) warm start, the loader checks its format, the exact-match reward scores, final/ keeps the format."""
+    from harness.cli import main
+
+    ws = ["model.warmstart.hidden_size=16", "model.warmstart.num_layers=1", "model.warmstart.num_heads=2",
+          "model.warmstart.num_kv_heads=1", "model.warmstart.intermediate_size=32", "model.warmstart.steps=3",
+          "model.warmstart.batch_size=4", "model.warmstart.gate_problems=8", "model.warmstart.gate_success=[0,1]",
+          "model.warmstart.gate_max_fixed_entropy=100", "model.warmstart.gate_min_fork_entropy=0"]
+    rc = main(["train", "model=mini", "data=mini", "trainer=dapo_mini", "variant=top20", f"out={tmp_path / 'run'}",
+               f"model.path={tmp_path / 'base'}", "data.n_train=64", "trainer.max_steps=2", *ws])
+    assert rc == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(0 <= r["reward_mean"] <= 1 for r in rows)
+    assert read_format(tmp_path / "run" / "final") == TaskFormat()
