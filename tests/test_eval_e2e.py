@@ -114,3 +114,23 @@ def test_lengths_are_the_generated_token_counts(tiny_dir, math_data_dir, tmp_pat
         n = next((i + 1 for i, t in enumerate(out) if t == tok.eos_token_id), len(out))
         assert s["lengths"] == [n]
         assert s["truncated"] == [tok.eos_token_id not in out and n == GEN]
+
+
+def test_pair_records_matches_final_texts_to_generation_records():
+    # the pairing used by the hf and vLLM recorders: raw text -> stop strings applied -> final text
+    from types import SimpleNamespace
+
+    from harness.evaluation.backends import pair_records
+
+    kw = {"until": ["STOP"], "do_sample": True, "temperature": 1.0, "max_gen_toks": 8}
+    a, b = SimpleNamespace(args=("p1", kw)), SimpleNamespace(args=("p2", kw))
+    requests = [a, a, b]  # request a repeated twice (k = 2), then b
+    results = ["x", "x", "yy"]  # what lm-eval returned, in request order
+    decoded = [("yyEOSjunk", 3, True), ("xSTOP", 2, True), ("x", 8, False)]  # generation order differs
+    info: dict = {}
+    pair_records(requests, results, decoded, eos_text="EOS", max_gen_toks=8, gen_info=info)
+    assert info[id(a)] == [(2, True), (8, False)]  # duplicates paired in generation order
+    assert info[id(b)] == [(3, True)]
+    info = {}
+    pair_records([b], ["zz"], decoded, eos_text="EOS", max_gen_toks=8, gen_info=info)
+    assert info[id(b)] == [None]  # no record: the caller re-encodes

@@ -21,66 +21,106 @@ def resolve_model_path(model: str) -> str:
     return str(p) if p.exists() else model
 
 
+def pair_records(requests, results: list[str], decoded: list[tuple[str, int, bool]], eos_text: str,
+                 max_gen_toks: int, gen_info: dict) -> None:
+    """Pair each final response text with its generation record (n_tokens, ended) and append it to
+    `gen_info[id(request)]` (None when no record matches: the caller then re-encodes).
+
+    `decoded`: (raw generated text, n_tokens, ended) in generation order. The final text is the raw text with
+    the request's stop strings applied as lm-eval does, so a record is found by its final text; duplicates are
+    paired in order."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+    records = [[n, ended, False] for _, n, ended in decoded]  # [n_tokens, ended, used]
+    index: dict[str, dict[str, list[list]]] = {}  # generation kwargs -> final text -> records
+    for req, out in zip(requests, results):
+        key = repr(req.args[1])
+        if key not in index:
+            kw = normalize_gen_kwargs(dict(req.args[1]), max_gen_toks)
+            stops = handle_stop_sequences(kw.pop("until", None), eos=eos_text)
+            index[key] = {}
+            for (text, _, _), rec in zip(decoded, records):
+                index[key].setdefault(postprocess_generated_text(text, stops, None), []).append(rec)
+        match = next((r for r in index[key].get(out, []) if not r[2]), None)
+        if match is not None:
+            match[2] = True
+        gen_info.setdefault(id(req), []).append((match[0], match[1]) if match else None)
+
+
+def _recording_generate_until(base_generate_until, lm, requests, disable_tqdm):
+    """Run lm-eval's generate_until while `lm` records (text, n_tokens, ended) per response; pair afterwards.
+    Recording problems never affect the responses: they only leave the records empty (-> re-encoding)."""
+    lm._harness_decoded = []
+    try:
+        res = base_generate_until(requests, disable_tqdm=disable_tqdm)
+        try:
+            eos_text = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+            pair_records(requests, res, lm._harness_decoded, eos_text, lm.max_gen_toks,
+                         lm.__dict__.setdefault("gen_info", {}))
+        except Exception:  # noqa: BLE001 - lengths fall back to re-encoding
+            log.warning("could not pair generated token counts with responses; len@k re-encodes the text",
+                        exc_info=True)
+    finally:
+        lm._harness_decoded = None
+    return res
+
+
 def _counting_hflm():
-    """HFLM that also records, per response, the number of generated tokens and whether it ended with EOS.
+    """lm-eval's HFLM that also records, per response, the generated token count and whether it ended with EOS.
 
     lm-eval returns text only. `tok_decode` sees each row's generated ids (`cont_toks`: generated tokens, then
     padding once the row finished); the count is the tokens up to and including the first EOS (or up to the
-    padding of a row stopped by a stop string). After `generate_until`, each response string is paired with its
-    record by its final text (stop strings applied as lm-eval does), and `gen_info[id(instance)]` lists
-    (n_tokens, ended_with_eos) per repeat, in the order of `instance.resps`."""
+    padding of a row stopped by a stop string). `gen_info[id(instance)]` then lists (n_tokens, ended_with_eos)
+    per repeat, in the order of `instance.resps`."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
     class CountingHFLM(HFLM):
         def tok_decode(self, tokens, skip_special_tokens: bool = True):
             text = super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
-            log = getattr(self, "_harness_decoded", None)
-            if log is not None and isinstance(tokens, list):
-                log.append((text, *self._harness_count(tokens)))
+            decoded = getattr(self, "_harness_decoded", None)
+            if decoded is not None and isinstance(tokens, list):
+                decoded.append((text, *self._harness_count(tokens)))
             return text
 
         def _harness_count(self, ids: list[int]) -> tuple[int, bool]:
-            eos = set(self._harness_eos_ids())
+            gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+            eos = {self.tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None}
             pad = self.tokenizer.pad_token_id
             for i, t in enumerate(ids):
                 if t in eos:
                     return i + 1, True
                 if t == pad:
-                    return i, False
+                    return i, True  # padding after a stop string: finished, not truncated
             return len(ids), False
 
-        def _harness_eos_ids(self) -> list[int]:
-            ids = [self.tokenizer.eos_token_id]
-            gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-            ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
-            return [i for i in ids if i is not None]
-
         def generate_until(self, requests, disable_tqdm: bool = False):
-            self._harness_decoded = []
-            try:
-                res = super().generate_until(requests, disable_tqdm=disable_tqdm)
-                eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-                records = [[n, ended, False] for _, n, ended in self._harness_decoded]  # [n, eos, used]
-                index: dict[str, dict[str, list[list]]] = {}  # stop list -> final text -> records
-                self.gen_info = getattr(self, "gen_info", {})
-                for req, out in zip(requests, res):
-                    key = repr(req.args[1])
-                    if key not in index:
-                        kw = normalize_gen_kwargs(req.args[1], self.max_gen_toks)
-                        stops = handle_stop_sequences(kw.pop("until", None), eos=eos_text)
-                        index[key] = {}
-                        for (text, _, _), rec in zip(self._harness_decoded, records):
-                            index[key].setdefault(postprocess_generated_text(text, stops, None), []).append(rec)
-                    match = next((r for r in index[key].get(out, []) if not r[2]), None)
-                    if match is not None:
-                        match[2] = True
-                    self.gen_info.setdefault(id(req), []).append((match[0], match[1]) if match else None)
-            finally:
-                self._harness_decoded = None
-            return res
+            return _recording_generate_until(super().generate_until, self, requests, disable_tqdm)
 
     return CountingHFLM
+
+
+def _counting_vllm():
+    """lm-eval's VLLM that records (len(token_ids), finish_reason != "length") per response from vLLM's outputs.
+    Not run here (no GPU); any failure leaves the records empty and len@k falls back to re-encoding."""
+    from lm_eval.models.vllm_causallms import VLLM
+
+    class CountingVLLM(VLLM):
+        def _model_generate(self, requests, generate: bool = False, sampling_params=None):
+            out = super()._model_generate(requests, generate=generate, sampling_params=sampling_params)
+            decoded = getattr(self, "_harness_decoded", None)
+            if generate and decoded is not None:
+                try:
+                    for o in out:
+                        c = o.outputs[0]
+                        decoded.append((c.text, len(c.token_ids), c.finish_reason != "length"))
+                except Exception:  # noqa: BLE001
+                    self._harness_decoded = None
+            return out
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return _recording_generate_until(super().generate_until, self, requests, disable_tqdm)
+
+    return CountingVLLM
 
 
 def make_hf(model: Any, tokenizer: Any = None, *, batch_size: int = 16, device: str | None = None,
@@ -110,10 +150,13 @@ def make_vllm(model: str, tokenizer: str | None = None, *, tensor_parallel_size:
               data_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
               dtype: str = "auto", seed: int = 0, max_gen_toks: int = 20480, **kwargs):
     """lm-eval's VLLM. The sampling seed is the engine's (`seed`), never one inside the generation kwargs."""
-    from lm_eval.models.vllm_causallms import VLLM
-
     if not isinstance(model, str):
         raise ValueError("backend=vllm needs a model path or hub id, not an in-memory model")
+    try:
+        VLLM = _counting_vllm()
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"backend=vllm needs vllm ({e}); install it on a GPU machine with "
+                                  "`pip install -e .[gpu]`") from e
     path = resolve_model_path(model)
     return VLLM(pretrained=path, tokenizer=tokenizer or path, tensor_parallel_size=tensor_parallel_size,
                 data_parallel_size=data_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
