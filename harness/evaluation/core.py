@@ -7,10 +7,10 @@ context length (longest prompt + max_gen_toks) is checked before any generation.
 Deviations and choices, stated:
 - Generation is lm-eval's (`lm_eval.evaluator.evaluate` with `log_samples=True`); lm-eval's own metrics are not
   used: every raw response of the k repeats is scored by the task's `metadata.scorer`.
-- len@k: hf counts the generated tokens of each response (EOS included) while lm-eval decodes them
-  (`backends._counting_hflm`), and `truncated` = no EOS within max_gen_toks. vLLM (lm-eval returns text only)
-  re-encodes each response with the tokenizer, capped at max_gen_toks (can differ by a token or two);
-  `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
+- len@k: the generated token count of each response (EOS included), recorded while lm-eval generates (hf:
+  the decoded ids; vLLM: token_ids and finish_reason) and paired with the responses by their final text;
+  `truncated` = did not finish within max_gen_toks. If pairing fails: the text re-encoded with the tokenizer,
+  capped at max_gen_toks, and `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
   else the `tokenizer` given, else whitespace-separated words (`length_unit` in the results JSON says which);
   `truncated` from the file's `truncated` when present, else computed only when max_gen_toks is given.
 """
@@ -198,7 +198,7 @@ def _collect_generated(model, built, backend, tokenizer, limit, seed, hf_opts, v
             lengths = [[n for n, _ in info[s["doc_id"]]] for s in samples]
             truncated = [[not eos and n >= gen_len[name] for n, eos in info[s["doc_id"]]] for s in samples]
             unit = "tokens (generated, EOS included)"
-        else:  # vLLM (text only): re-encode
+        else:  # no records (pairing failed): re-encode the text
             flat = [r for rs in responses for r in rs]
             lengths = _regroup([min(n, gen_len[name]) for n in backends.token_lengths(tok, flat)], responses)
             truncated = [[n >= gen_len[name] for n in ls] for ls in lengths]
