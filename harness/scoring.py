@@ -420,11 +420,16 @@ def close_pool() -> None:
         pool.close()
 
 
+MAX_DEFAULT_WORKERS = 16  # ~100 MB each; more rarely helps (scoring is a small share of an evaluation)
+
+
 def default_workers() -> int:
+    """The CPUs this process may use, at most MAX_DEFAULT_WORKERS."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_DEFAULT_WORKERS))
 
 
 # ---------------------------------------------------------------- public entry point
@@ -434,7 +439,7 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
     """Score `responses[i]` against `golds[i]` (the last \\boxed{} of the response, math-verify + fallback).
 
     `timeout_s` bounds each sample's wall-clock checking time; `workers` is the number of worker processes
-    (default: the CPUs this process may use; 0 = in this process). Never raises on the content of a response.
+    (default: the CPUs this process may use, at most 16; 0 = in this process). Never raises on the content of a response.
     """
     if len(responses) != len(golds):
         raise ValueError(f"score_math: {len(responses)} responses but {len(golds)} golds")
