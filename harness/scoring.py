@@ -439,7 +439,8 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
     """Score `responses[i]` against `golds[i]` (the last \\boxed{} of the response, math-verify + fallback).
 
     `timeout_s` bounds each sample's wall-clock checking time; `workers` is the number of worker processes
-    (default: the CPUs this process may use, at most 16; 0 = in this process). Never raises on the content of a response.
+    (default: the CPUs this process may use, at most 16; 0 = in this process). Never raises on the content
+    of a response.
     """
     if len(responses) != len(golds):
         raise ValueError(f"score_math: {len(responses)} responses but {len(golds)} golds")

@@ -10,8 +10,9 @@ Deviations and choices, stated:
 - len@k: the generated token count of each response (EOS included), recorded while lm-eval generates (hf:
   the decoded ids; vLLM: token_ids and finish_reason) and paired with the responses by their final text;
   `truncated` = did not finish within max_gen_toks. If pairing fails: the text re-encoded with the tokenizer,
-  capped at max_gen_toks, and `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths` when present,
-  else the `tokenizer` given, else whitespace-separated words (`length_unit` in the results JSON says which);
+  capped at max_gen_toks, and `truncated` = length >= max_gen_toks. Replay: lengths from the file's `lengths`
+  when present, else the `tokenizer` given, else whitespace-separated words (`length_unit` in the results JSON
+  says which);
   `truncated` from the file's `truncated` when present, else computed only when max_gen_toks is given.
 """
 from __future__ import annotations
