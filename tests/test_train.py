@@ -156,3 +156,11 @@ def test_two_processes_gathered_scope(tmp_path, math_data_dir):
     assert all(100 < r["n_response_tokens"] <= 256 and abs(r["selected_frac"] - 0.2) <= 0.02 for r in rows)
     assert json.loads((out / "summary.json").read_text())["processes"] == 2
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_too_few_problems_for_one_rollout_batch(tmp_path, math_data_dir):
+    """A training set smaller than one rollout batch would train nothing: refused, nothing saved as final."""
+    cfg = load_config("train", _overrides(tmp_path, math_data_dir, "data.limit=3", "trainer.max_steps=1"))
+    with pytest.raises(ConfigError, match="3 problems, fewer than one rollout batch"):
+        train(cfg)
+    assert not (tmp_path / "run" / "final").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import shutil
 import time
@@ -222,6 +223,9 @@ def grpo_args(plan: Plan, seed: int):
     from trl import GRPOConfig
 
     s = plan.spec
+    if s.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("trainer.use_vllm=true needs vLLM (pip install -e '.[gpu]' on a GPU machine); "
+                          "or pass trainer.use_vllm=false")
     cpu = not torch.cuda.is_available()
     return GRPOConfig(
         use_cpu=cpu,  # also makes `torchrun --nproc_per_node N` on CPU a real data-parallel (gloo) run
@@ -290,7 +294,7 @@ def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | Non
     return ckpt
 
 
-def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None):
+def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None, args=None):
     """A ready DAPOTrainer for a validated config (the model is loaded here). `reward_funcs` replaces the data
     config's reward (and the overlong reward) for tests and scripted experiments."""
     import torch
@@ -301,12 +305,15 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
 
     plan = plan or validate(cfg)
     out = plan.out
-    args = grpo_args(plan, int(cfg.seed))  # TRL's own checks run before the model is loaded
+    args = args or grpo_args(plan, int(cfg.seed))  # TRL's own checks run before the model is loaded
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # the main process builds or prepares the model first
         model_path = resolve_model_path(cfg.model, out)
     dataset = plan.loader(cfg.data)  # before the weights: a data problem fails fast
+    if len(dataset) < plan.spec.prompts_per_rollout:
+        raise ConfigError(f"the training set has {len(dataset)} problems, fewer than one rollout batch "
+                          f"(trainer.prompts_per_rollout={plan.spec.prompts_per_rollout}): nothing would be trained")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -332,12 +339,15 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
         return out  # already complete
     from accelerate import PartialState
 
+    args = grpo_args(plan, int(cfg.seed))  # TRL's checks (bf16 support, vLLM) before anything is written
     state = PartialState()  # one process, or the ranks of `accelerate launch` / torchrun
     with state.main_process_first():  # the main process writes the run directory first; the others only read
         ckpt = _prepare_out(plan, cfg, bool(cfg.get("resume")), write=state.is_main_process)
     t0 = time.time()
-    trainer = make_trainer(cfg, plan, reward_funcs)
+    trainer = make_trainer(cfg, plan, reward_funcs, args)
     trainer.train(resume_from_checkpoint=ckpt)
+    if trainer.state.global_step < plan.spec.max_steps:
+        raise RuntimeError(f"training stopped at step {trainer.state.global_step} of {plan.spec.max_steps}")
 
     final, tmp = out / "final", out / "final.tmp"
     if state.is_main_process:
