@@ -202,3 +202,6 @@ def test_a_broken_sandbox_is_an_error_not_zero_scores(docs, monkeypatch):
             U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
     finally:
         U.check_sandbox.cache_clear()
+    # the sandbox's failure reasons reach the samples file (a wrong answer is named as such)
+    by_problem = {s["problem"]: s for s in samples}
+    assert by_problem[rows["abc999_a"]["question_content"]]["reason"][1] == "test 0: wrong answer"

@@ -284,6 +284,9 @@ def _write_task_files(out: Path, name, label, info, r, scores, summary, record, 
                         "prompt": r["prompts"][i], "responses": resps, "extracted": [s.extracted for s in ss],
                         "correct": [s.correct for s in ss], "status": [s.status for s in ss], "lengths": lens,
                         "truncated": r["truncated"][i] if r["truncated"] is not None else None})
+        reasons = [getattr(s, "reason", None) for s in ss]  # e.g. the code sandbox's failure reasons
+        if any(reasons):
+            samples[-1]["reason"] = reasons
     atomic_write_jsonl(out / f"samples_{name}.jsonl", samples)
     result = {
         "benchmark": name, "model": label, "metrics": summary, "counts": record, "protocol": protocol,
