@@ -180,7 +180,9 @@ def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str,
         n = all_keys.numel()
         noise_shape = (n,)
     else:  # no compaction: padding becomes -inf, which no selection reaches
-        keys = torch.where(valid, ent * sign, float("-inf")).flatten()  # [numel]
+        keys = torch.where(valid, ent, -sign * float("inf")).flatten()  # [numel], one copy; padding ends as -inf
+        if sign < 0:
+            keys.neg_()
         all_keys, offset = keys, 0
         n = int(torch.count_nonzero(valid))
         noise_shape = (keys.numel(),)
