@@ -85,6 +85,14 @@ def dapo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tenso
     return loss, low, high, dual
 
 
+def _seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (the run seed, the step, ...)."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 1) % (1 << 63)
+    return h
+
+
 def filter_groups(task_rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """Bool [n_groups]: True for groups (consecutive `num_generations` rewards) whose rewards are not all equal.
 
@@ -150,12 +158,13 @@ class DAPOTrainer(GRPOTrainer):
             raise ValueError("DAPOTrainer: DAPO has no KL term; set beta=0")
         if self.loss_type != "dapo":
             raise ValueError(f"DAPOTrainer: loss_type must be 'dapo', got {self.loss_type!r}")
-        self._mask_gen = torch.Generator().manual_seed(self.dapo.seed)
-        self._refill_gen = torch.Generator().manual_seed(self.dapo.seed * 1_000_003 + 7919 * a.process_index + 1)
+        # both generators are re-seeded from (seed, global step, ...) where used, so a resumed run draws the same
+        self._mask_gen = torch.Generator()
+        self._refill_gen = torch.Generator()
+        self._micro = 0  # micro-batches since the last optimiser step
         self._last_rewards: torch.Tensor | None = None
         self._step_stats: dict[str, float] = {}
         self._rollout_stats: dict[str, float] = {}
-        self._rollouts = 0
         self._t_last_log: float | None = None
 
     # ------------------------------------------------------------------ rollouts
@@ -182,6 +191,10 @@ class DAPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         t0 = time.perf_counter()
+        a = self.args
+        rollout = 1 + self.state.global_step * a.gradient_accumulation_steps // (a.steps_per_generation
+                                                                                 * self.num_iterations)
+        self._refill_gen.manual_seed(_seed(self.dapo.seed, rollout, self.accelerator.process_index))
         G, n = self.num_generations, len(inputs)
         if self.dapo.dynamic_sampling and n % G:
             raise ValueError(f"dynamic sampling needs whole prompt groups per rank: the local generation batch "
@@ -226,9 +239,8 @@ class DAPOTrainer(GRPOTrainer):
                               n_groups], device=self.accelerator.device, dtype=torch.float64)
         if self.accelerator.num_processes > 1:
             stats = self.accelerator.reduce(stats, reduction="sum")
-        self._rollouts += 1
         self._rollout_stats = {
-            "rollout": self._rollouts,
+            "rollout": rollout,
             "reward_mean": float(stats[0] / stats[2]),
             "response_len_mean": float(stats[1] / stats[2]),
             "dropped_group_frac": float(stats[3] / stats[4]),
@@ -251,6 +263,8 @@ class DAPOTrainer(GRPOTrainer):
         if "tool_mask" in inputs:
             mask = mask & inputs["tool_mask"].bool()
         o = self.dapo
+        self._mask_gen.manual_seed(_seed(o.seed, self.state.global_step, self._micro))  # same on every rank
+        self._micro += 1
         sel = select_tokens(entropies, mask, o.mask_mode, o.mask_rho, o.mask_selection, o.mask_scope,
                             generator=self._mask_gen)
         old = inputs.get("old_per_token_logps")
@@ -317,6 +331,7 @@ class DAPOTrainer(GRPOTrainer):
         }
         self._t_last_log = now
         self._step_stats = {}
+        self._micro = 0
         return {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in row.items()}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
