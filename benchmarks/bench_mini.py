@@ -34,7 +34,7 @@ def task_problems(name: str) -> tuple:
     from harness.mini.task import TaskFormat, make_problems
 
     kw = yaml.safe_load((REPO_ROOT / TASKS[name]).read_text())["dataset_kwargs"]
-    fmt = TaskFormat(rounds=kw["rounds"], items=kw["items"], values=kw["values"])
+    fmt = TaskFormat(**{k: v for k, v in kw.items() if k not in ("n", "seed")})
     return fmt, make_problems(fmt, kw["n"], kw["seed"])
 
 

@@ -69,9 +69,18 @@ def test_tokenizer_round_trip(tmp_path):
     assert again("A : 1 2 | B : 3 ?")["input_ids"] == tok("A : 1 2 | B : 3 ?")["input_ids"]
 
 
+def test_variable_rounds_sizes():
+    fmt = TaskFormat(rounds=3, items=4, min_items=2)
+    sizes = {len(part.split(":")[1].split()) for p in make_problems(fmt, 200, seed=0)
+             for part in p["prompt"].rstrip(" ?").split("|")}
+    assert sizes == {2, 3, 4}
+
+
 def test_task_format_rejects_impossible_shapes():
     with pytest.raises(ValueError, match="distinct"):
         TaskFormat(rounds=5, items=5, values=20)
+    with pytest.raises(ValueError, match="min_items"):
+        TaskFormat(items=4, min_items=5)
     with pytest.raises(ValueError, match="unknown task format keys"):
         TaskFormat.from_config({"round": 3})
 
@@ -82,7 +91,7 @@ def test_configs_and_tasks_agree():
     mini_id = yaml.safe_load((TASK_DIR / "mini_id.yaml").read_text())["dataset_kwargs"]
     fmt = TaskFormat.from_config(cfg["data"]["format"])
     assert fmt == TaskFormat.from_config(cfg["model"]["warmstart"]["format"])
-    assert fmt == TaskFormat(rounds=mini_id["rounds"], items=mini_id["items"], values=mini_id["values"])
+    assert fmt == TaskFormat(**{k: v for k, v in mini_id.items() if k not in ("n", "seed")})
     assert (cfg["data"]["eval_seed"], cfg["data"]["n_eval"]) == (mini_id["seed"], mini_id["n"])
     WarmStartConfig.from_config(cfg["model"]["warmstart"])  # every key is a documented field
     assert cfg["trainer"]["prompts_per_rollout"] > cfg["trainer"]["prompts_per_update"]  # several updates/rollout
@@ -185,4 +194,5 @@ def test_harness_train_runs_on_the_mini_task(tmp_path):
     assert rc == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(0 <= r["reward_mean"] <= 1 for r in rows)
-    assert read_format(tmp_path / "run" / "final") == TaskFormat()
+    data_format = to_dict(load_config("train", ["data=mini", "model=mini", "out=x"]))["data"]["format"]
+    assert read_format(tmp_path / "run" / "final") == TaskFormat.from_config(data_format)

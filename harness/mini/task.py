@@ -1,7 +1,8 @@
 """The mini task: "pick the largest item of each round", written as a dense derivation.
 
-A problem has `rounds` rounds of `items` numbers each (0 to `values`-1, one token each, all distinct within
-the problem). Rounds are labelled A, B, C, ...; the answer names each round and its largest number:
+A problem has `rounds` rounds of `items` numbers each, or of `min_items`..`items` numbers when `min_items` is set
+(0 to `values`-1, one token each, all distinct within the problem). Rounds are labelled A, B, C, ...; the
+answer names each round and its largest number:
 
     prompt:  A : 2 14 9 6 | B : 1 4 12 7 | C : 0 19 5 3 ?
     answer:  A 14 ; B 12 ; C 19 ;
@@ -40,8 +41,9 @@ class FormatMismatch(ValueError):
 @dataclass(frozen=True)
 class TaskFormat:
     rounds: int = 3  # rounds per problem (labels A, B, ...)
-    items: int = 4   # items per round
+    items: int = 4   # items per round (the most, when min_items is set)
     values: int = 20  # numbers are drawn from 0 .. values-1, without replacement over the problem
+    min_items: int = 0  # 0: every round has `items` numbers; else each round has min_items..items (uniform)
     version: int = TASK_VERSION
 
     def __post_init__(self) -> None:
@@ -49,6 +51,8 @@ class TaskFormat:
             raise ValueError(f"rounds={self.rounds}: must be 1..{len(LABELS)}")
         if self.items < 2:
             raise ValueError(f"items={self.items}: must be at least 2")
+        if self.min_items and not 2 <= self.min_items <= self.items:
+            raise ValueError(f"min_items={self.min_items}: must be 0 (fixed) or in 2..items={self.items}")
         if self.values > len(NUMBERS):
             raise ValueError(f"values={self.values}: at most {len(NUMBERS)}")
         if self.rounds * self.items > self.values:
@@ -58,7 +62,7 @@ class TaskFormat:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "TaskFormat":
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"rounds", "items", "values", "version"}
+        unknown = set(cfg) - {"rounds", "items", "values", "min_items", "version"}
         if unknown:
             raise ValueError(f"unknown task format keys: {sorted(unknown)}")
         return cls(**{k: int(v) for k, v in cfg.items()})
@@ -76,8 +80,9 @@ Round = list[int]  # the round's numbers, in prompt order
 
 
 def sample_rounds(rng: random.Random, fmt: TaskFormat) -> list[Round]:
-    nums = rng.sample(range(fmt.values), fmt.rounds * fmt.items)
-    return [nums[r * fmt.items:(r + 1) * fmt.items] for r in range(fmt.rounds)]
+    sizes = [rng.randint(fmt.min_items, fmt.items) if fmt.min_items else fmt.items for _ in range(fmt.rounds)]
+    nums = rng.sample(range(fmt.values), sum(sizes))
+    return [nums[sum(sizes[:r]):sum(sizes[:r + 1])] for r in range(fmt.rounds)]
 
 
 def best_index(rnd: Round) -> int:

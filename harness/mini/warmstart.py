@@ -86,18 +86,25 @@ def build_model(cfg: WarmStartConfig, vocab_size: int, tok):
 
 
 def encode_batch(tok, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """input_ids [B, L] of prompt + answer + <eos>, and the prompt length P (equal for all: fixed format)."""
+    """input_ids [B, P + A] of prompt + answer + <eos> with prompts left-padded to the longest (P), the
+    attention mask [B, P + A], and P. Answers of one format all have A tokens (3 per round + <eos>)."""
     prompts = [tok(e["prompt"])["input_ids"] for e in examples]
     answers = [tok(e["answer"])["input_ids"] + [tok.eos_token_id] for e in examples]
-    plen = {len(p) for p in prompts}
-    if len(plen) != 1 or len({len(a) for a in answers}) != 1:
-        raise ValueError("mini task examples of one format must have equal lengths")
-    ids = torch.tensor([p + a for p, a in zip(prompts, answers)])  # [B, P + A]
-    return ids, ids.clone(), plen.pop()
+    if len({len(a) for a in answers}) != 1:
+        raise ValueError("mini task answers of one batch must have equal lengths (same number of rounds)")
+    plen = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (plen - len(p)) + p + a for p, a in zip(prompts, answers)])
+    mask = torch.tensor([[0] * (plen - len(p)) + [1] * (len(p) + len(a)) for p, a in zip(prompts, answers)])
+    return ids, mask, plen
 
 
-def answer_loss(model, ids: torch.Tensor, plen: int) -> torch.Tensor:
-    logits = model(input_ids=ids).logits[:, plen - 1:-1]  # [B, A, V]: predictions of the answer tokens
+def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, plen: int) -> torch.Tensor:
+    """Logits [B, A, V] predicting the answer tokens (left padding: every answer starts at P)."""
+    return model(input_ids=ids, attention_mask=mask).logits[:, plen - 1:-1]
+
+
+def answer_loss(model, ids: torch.Tensor, mask: torch.Tensor, plen: int) -> torch.Tensor:
+    logits = answer_logits(model, ids, mask, plen)  # [B, A, V]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, plen:].reshape(-1))
 
 
@@ -107,8 +114,8 @@ def exact_stats(model, tok, fmt: TaskFormat, problems: list[dict]) -> dict:
     role, by one teacher-forced forward pass on the correct answers: no sampling noise."""
     was_training = model.training
     model.eval()
-    ids, _, plen = encode_batch(tok, problems)
-    logp = torch.log_softmax(model(input_ids=ids).logits[:, plen - 1:-1].float(), -1)  # [B, A, V]
+    ids, mask, plen = encode_batch(tok, problems)
+    logp = torch.log_softmax(answer_logits(model, ids, mask, plen).float(), -1)  # [B, A, V]
     gold_logp = logp.gather(-1, ids[:, plen:, None])[..., 0]  # [B, A]
     ent = -(logp.exp() * logp).sum(-1)  # [B, A]
     roles = list(ROLES) * fmt.rounds + ["fixed"]  # + <eos>
@@ -155,8 +162,8 @@ def train_warm_start(cfg: WarmStartConfig, out_dir: str | Path, log_every: int =
     t0, log = time.time(), []
     model.train()
     for step in range(cfg.steps):
-        ids, _, plen = encode_batch(tok, [noisy_trace(rng, fmt, cfg.p_correct) for _ in range(cfg.batch_size)])
-        loss = answer_loss(model, ids, plen)
+        ids, mask, plen = encode_batch(tok, [noisy_trace(rng, fmt, cfg.p_correct) for _ in range(cfg.batch_size)])
+        loss = answer_loss(model, ids, mask, plen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,11 +11,11 @@ from harness.mini.task import TaskFormat, is_correct, make_problems, normalize
 from harness.scoring import Score
 
 
-def dataset(rounds: int, items: int, values: int, n: int, seed: int, **_metadata):
+def dataset(rounds: int, items: int, values: int, n: int, seed: int, min_items: int = 0, **_metadata):
     """DatasetDict {"test": n problems with columns prompt, answer} of the given format."""
     import datasets
 
-    fmt = TaskFormat(rounds=rounds, items=items, values=values)
+    fmt = TaskFormat(rounds=rounds, items=items, values=values, min_items=min_items)
     rows = [{"prompt": p["prompt"], "answer": p["answer"]} for p in make_problems(fmt, n, seed)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
