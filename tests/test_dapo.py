@@ -97,7 +97,7 @@ def test_problem_and_answer_rows(tmp_path):
 # ------------------------------------------------- the trainer with scripted rewards
 
 def _cfg(tmp_path, math_data_dir, *extra):
-    return load_config("train", [f"out={tmp_path / 'run'}", f"data.path={math_data_dir / 'math500.jsonl'}",
+    return load_config("train", [f"out={tmp_path / 'run'}", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}",
                                  "data.limit=16", "trainer.overlong_buffer=0", *extra])
 
 
@@ -168,10 +168,21 @@ def test_mask_truncated_drops_truncated_responses(tmp_path, math_data_dir):
 
     rows = {}
     for flag in ("false", "true"):
-        out = train(load_config("train", [f"out={tmp_path / flag}", f"data.path={math_data_dir / 'math500.jsonl'}",
+        out = train(load_config("train", [f"out={tmp_path / flag}", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}",
                                           "data.limit=16", "trainer.max_steps=1", f"trainer.mask_truncated={flag}",
                                           "data.reward=trainers.rewards:digit_fraction_reward"]))
         rows[flag] = read_jsonl(out / "metrics.jsonl")[0]
     # same seed, same model: the same rollouts; a random byte model almost never stops within 32 tokens
     assert rows["true"]["response_len_mean"] == rows["false"]["response_len_mean"] > 28
     assert rows["true"]["n_response_tokens"] < rows["false"]["n_response_tokens"] / 2
+
+
+def test_arithmetic_data_is_offline_and_deterministic():
+    from trainers.data import load_arithmetic
+
+    a, b = load_arithmetic({"n": 20, "seed": 3}), load_arithmetic({"n": 20, "seed": 3})
+    assert a["prompt"] == b["prompt"] and a["prompt"] != load_arithmetic({"n": 20, "seed": 4})["prompt"]
+    for problem, answer in zip(a["problem"], a["answer"]):
+        expr = problem.removeprefix("What is $").removesuffix("$?").replace("\\times", "*")
+        assert str(eval(expr)) == answer  # noqa: S307 (our own generated "a + b" / "a * b")
+    assert math_reward(["\\boxed{" + a["answer"][0] + "}"], [a["answer"][0]]) == [1.0]

@@ -16,7 +16,7 @@ METRIC_KEYS = ("step", "reward_mean", "response_len_mean", "entropy_mean", "entr
 
 
 def _overrides(tmp_path, math_data_dir, *extra):
-    return [f"out={tmp_path / 'run'}", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16",
+    return [f"out={tmp_path / 'run'}", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16",
             "data.reward=trainers.rewards:digit_fraction_reward", *extra]
 
 
@@ -96,10 +96,10 @@ def test_out_is_required(capsys):
     assert "out is required" in capsys.readouterr().err
 
 
-def test_cli_train_three_steps(tmp_path, math_data_dir):
+def test_cli_train_three_steps(tmp_path):
+    """The issue's command, as written: the default data (offline arithmetic) needs no file."""
     out = tmp_path / "cli"
-    rc = cli(["train", "model=tiny", "variant=top20", "trainer=dapo_cpu", "trainer.max_steps=3", f"out={out}",
-              f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=8"])
+    rc = cli(["train", "model=tiny", "variant=top20", "trainer=dapo_cpu", "trainer.max_steps=3", f"out={out}"])
     assert rc == 0
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -143,7 +143,7 @@ def test_two_processes_gathered_scope(tmp_path, math_data_dir):
     out = tmp_path / "dist"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "harness.cli", "train", "variant=top20", "trainer.max_steps=2", f"out={out}",
-           "trainer.mask_scope=gathered", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16"]
+           "trainer.mask_scope=gathered", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -180,7 +180,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, math_data_dir):
             "dropped_group_frac", "rollout", "n_selected_tokens")
 
     def run(out, *extra):
-        over = [f"out={out}", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16", "variant=random20",
+        over = [f"out={out}", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16", "variant=random20",
                 "trainer.save_steps=2", "trainer.max_completion_length=12", "trainer.overlong_buffer=0", *extra]
         return train(load_config("train", over), reward_funcs=[parity_reward])
 

@@ -8,7 +8,10 @@ change. Config keys read here:
 - `template`: the prompt; `{question}` is replaced by the problem (plain replace, so `\\boxed{}` is safe)
 - `limit`: keep the first N problems after de-duplication (null = all)
 
-Both loaders de-duplicate by problem text (DAPO-Math-17K repeats each problem about 100 times) and keep the
+`load_arithmetic` generates small arithmetic problems offline (no file, no hub): the default data of
+`harness train`, so the smallest run works on a fresh machine; `n` problems from `seed`.
+
+Both file/hub loaders de-duplicate by problem text (DAPO-Math-17K repeats each problem about 100 times) and keep the
 first occurrence. Rows of BytedTsinghua-SIA/DAPO-Math-17k (a chat `prompt` in DAPO's "Answer: $Answer" template
 and `reward_model.ground_truth`) are converted back to problem/answer by stripping that template; the paper's
 own template (the default `template`) is then applied.
@@ -113,3 +116,21 @@ def load_dapo_math(cfg_data: Any):
 
     ds = load_dataset(_get(cfg_data, "hub_id"), _get(cfg_data, "hub_config"), split=_get(cfg_data, "split", "train"))
     return to_dataset(ds, cfg_data)
+
+
+def load_arithmetic(cfg_data: Any):
+    """`n` problems "What is a + b?" / "What is a * b?" with 1 <= a, b <= `max_operand`, from `seed` (offline)."""
+    import random
+
+    from datasets import Dataset
+
+    n, hi, seed = int(_get(cfg_data, "n", 64)), int(_get(cfg_data, "max_operand", 20)), int(_get(cfg_data, "seed", 0))
+    if n < 1 or hi < 1:
+        raise ValueError(f"data.n={n} and data.max_operand={hi} must be positive")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b, op = rng.randint(1, hi), rng.randint(1, hi), rng.choice("+*")
+        sym = "+" if op == "+" else "\\times"
+        rows.append({"problem": f"What is ${a} {sym} {b}$?", "answer": str(a + b if op == "+" else a * b)})
+    return to_dataset(rows, cfg_data)
