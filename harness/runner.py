@@ -53,6 +53,7 @@ class Cell:
     eval_overrides: tuple[str, ...]
     eval_every: int | None
     resources: dict = field(default_factory=dict, hash=False, compare=False)
+    analyses: tuple = ()            # entropy analyses run in the cell after evaluation (ablations/)
 
     @property
     def eval_only(self) -> bool:
@@ -75,12 +76,13 @@ def _cell_id(model: str, variant: str, seed: int, definition: dict) -> str:
     resolved = {"eval": _resolved("eval", definition["eval_overrides"], drop=("model", "out"))}
     if variant != "base":
         cell = Cell(grid="", cell_id="", **{k: (tuple(v) if isinstance(v, list) else v)
-                                            for k, v in definition.items()})
+                                            for k, v in definition.items() if k != "analyses"})
         resolved["train"] = _resolved("train", train_overrides_for(cell), drop=("out", "resume"))
     else:
-        resolved["model"] = _resolved("train", [f"model={model}"], drop=())["model"]
+        resolved["model"] = _resolved("train", [f"model={model}", *definition["train_overrides"]], drop=())["model"]
     resolved["eval_tasks"] = definition["eval_tasks"]
     resolved["eval_every"] = definition["eval_every"]
+    resolved["analyses"] = definition.get("analyses", [])
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{model}-{variant}-s{seed}-{digest}"
 
@@ -119,10 +121,12 @@ def plan(grid: DictConfig) -> list[Cell]:
                 definition = {
                     "model": model, "variant": variant, "seed": int(seed),
                     "trainer": g["trainer"], "data": g["data"],
-                    "train_overrides": list(g.get("train_overrides") or []) if variant != "base" else [],
+                    "train_overrides": [o for o in (g.get("train_overrides") or [])
+                                        if variant != "base" or o.startswith("model.")],
                     "eval_tasks": list(ev.get("tasks") or []),
                     "eval_overrides": list(ev.get("overrides") or []),
                     "eval_every": ev.get("every_n_steps") if variant != "base" else None,
+                    "analyses": [a for a in (g.get("analyses") or []) if _applies(a, variant, int(seed))],
                 }
                 cells.append(Cell(
                     grid=g["name"], cell_id=_cell_id(model, variant, int(seed), definition),
@@ -133,8 +137,22 @@ def plan(grid: DictConfig) -> list[Cell]:
                     eval_overrides=tuple(definition["eval_overrides"]),
                     eval_every=definition["eval_every"],
                     resources=dict(resources.get(model) or resources.get("default") or {}),
+                    analyses=tuple(definition["analyses"]),
                 ))
     return cells
+
+
+def _applies(analysis: dict, variant: str, seed: int) -> bool:
+    """A grid's `analyses` entry: {name, variants: [..] | null (all trained) , seeds: [..] | null, overrides}."""
+    from harness.cli import ANALYSES
+
+    if analysis.get("name") not in ANALYSES:
+        raise ConfigError(f"grid analysis {analysis.get('name')!r} unknown; choose one of: {', '.join(ANALYSES)}")
+    variants = analysis.get("variants")
+    if variants is None:
+        return variant != "base"
+    seeds = analysis.get("seeds")
+    return variant in variants and (seeds is None or seed in seeds)
 
 
 def validate(cells: list[Cell]) -> None:
@@ -230,29 +248,39 @@ def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
         raise RuntimeError(f"evaluation of {model_path} exited with {rc}")
 
 
+def _run_analyses(cell: Cell, cdir: Path) -> None:
+    """The grid's analyses for this cell, into <cell>/analysis/ (skipped when their CSV is there).
+
+    Overrides may name `{cell_dir}`, `{eval_dir}` (the cell's last evaluation) and `{base_model}`."""
+    import importlib
+
+    evals = sorted((cdir / "eval").glob("*/summary.csv"), key=lambda p: (p.parent.name != "base",
+                   int(p.parent.name.split("-")[1]) if p.parent.name.startswith("step-") else -1))
+    fields = {"cell_dir": cdir, "eval_dir": evals[-1].parent if evals else cdir / "eval",
+              "base_model": base_model_path(cell, cdir.parents[2]) if cell.analyses else ""}
+    for a in cell.analyses:
+        out = cdir / "analysis"
+        if (out / f"{a['name']}.csv").exists():
+            continue
+        ov = [o.format(**fields) for o in a.get("overrides", [])] + [f"out={out}"]
+        if not cell.eval_only and not any(o.startswith("run=") for o in ov):
+            ov.append(f"run={cdir}")
+        rc = importlib.import_module(f"ablations.{a['name']}").main(load_config(f"analyze/{a['name']}", ov))
+        if rc:
+            raise RuntimeError(f"analysis {a['name']} exited with {rc}")
+
+
 def base_model_path(cell: Cell, results_dir: str | Path = "results") -> str:
-    """The untrained model of a cell as a path or hub id.
+    """The untrained model of a cell as a local folder or hub id, prepared on demand (trainers.train).
 
-    `model.path` when the preset gives one (a hub id, a folder, or the mini task's cached warm start,
-    which `model.prepare` builds on first use); for `model=tiny` the random model is built once into
-    `<results_dir>/cache/` (the same one every training cell of that seed starts from).
+    A mini warm start is built by its `model.prepare` hook; a tiny random model is built once into
+    `<results_dir>/cache/tiny/` (the same bytes every training cell of that seed starts from).
     """
-    m = to_dict(load_config("train", [f"model={cell.model}"]).model)
-    if m.get("prepare"):
-        from trainers.train import import_path
+    from trainers.train import resolve_model_path
 
-        return str(import_path(m["prepare"], "model.prepare")(m))
-    if m.get("path"):
-        return str(m["path"])
-    if m.get("tiny") is None:
-        raise ConfigError(m.get("path_hint") or f"model={cell.model}: model.path is required")
-    from trainers.tiny import build_tiny
-
-    key = hashlib.sha256(json.dumps(m["tiny"], sort_keys=True).encode()).hexdigest()[:8]
-    out = Path(results_dir) / "cache" / f"{cell.model}-{key}"
-    if not (out / "config.json").exists():
-        build_tiny(out, **m["tiny"])
-    return str(out)
+    model_ov = [o for o in cell.train_overrides if o.startswith("model.")]
+    model = load_config("train", [f"model={cell.model}", *model_ov]).model
+    return resolve_model_path(model, cache_dir=Path(results_dir) / "cache" / "tiny")
 
 
 def load_cell(cdir: Path) -> Cell:
@@ -298,6 +326,10 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
             final_step = int(_last_metrics(cdir).get("step", 0))
             _evaluate(cell, str(train_dir / "final"), cdir / "eval" / f"step-{final_step}")
             timings["eval_s"] = round(time.time() - t1, 1)
+        t2 = time.time()
+        _run_analyses(cell, cdir)
+        if cell.analyses:
+            timings["analysis_s"] = round(time.time() - t2, 1)
         write_status(cdir, "complete", wall_s=round(time.time() - t0, 1), **timings,
                      steps=_progress(cdir), provenance=provenance())
     except BaseException as e:  # recorded, then re-raised so the process exits non-zero
