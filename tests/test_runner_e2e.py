@@ -15,20 +15,25 @@ from harness.config import load_config
 from harness.runner import plan, read_status
 
 pytestmark = pytest.mark.slow
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
+
+
+# A shortened warm start with its quality gate opened (tests/test_mini.py uses the same): seconds instead of minutes.
+WARM = ["model.warmstart.hidden_size=16", "model.warmstart.num_layers=1", "model.warmstart.num_heads=2",
+        "model.warmstart.num_kv_heads=1", "model.warmstart.intermediate_size=32", "model.warmstart.steps=3",
+        "model.warmstart.batch_size=4", "model.warmstart.gate_problems=8", "model.warmstart.gate_success=[0,1]",
+        "model.warmstart.gate_max_fixed_entropy=100", "model.warmstart.gate_min_fork_entropy=0"]
 
 
 def tiny_grid(results_dir: Path) -> list[str]:
-    """A 3-cell grid (base eval, full, top20) on the tiny random model: 4 optimiser steps, 2 per rollout batch
-    (configs/trainer/dapo_cpu.yaml), checkpoints and evaluations every 2 steps, i.e. at rollout boundaries: TRL
-    does not save a half-used rollout buffer, so only a resume at a boundary can repeat the same samples."""
+    """The `mini` grid, shortened: base eval + full + top20 (seed 0), 8 optimiser steps of which 4 per rollout
+    batch (configs/trainer/dapo_mini.yaml), checkpoints and evaluations every 4 steps, i.e. at rollout boundaries:
+    TRL does not save a half-used rollout buffer, so only a resume at a boundary can repeat the same samples.
+    The grid's analyses (entropy on the base, overlap and shift on trained seed-0 cells) run as configured."""
+    train = [f"model.path={results_dir}/base", *WARM, "trainer.max_steps=8", "data.n_train=64"]
     return [
-        "grid=mini", f"results_dir={results_dir}", "report=false", "grid.models=[tiny]", "grid.variants=[full,top20]",
-        "grid.trainer=dapo_cpu", "grid.data=local", "grid.base_eval=true",
-        f"grid.train_overrides=['data.path={SHARED}/aime24.jsonl','data.limit=8','trainer.max_steps=4',"
-        "'trainer.dynamic_sampling=false','trainer.max_completion_length=12','trainer.overlong_buffer=4']",
-        "grid.eval.tasks=[aime24]", "grid.eval.every_n_steps=2",
-        f"grid.eval.overrides=['k=2','limit=2','data_dir={SHARED}','generation.max_gen_toks=8']",
+        "grid=mini", f"results_dir={results_dir}", "report=false", "grid.variants=[full,top20]", "grid.seeds=[0]",
+        f"grid.train_overrides=[{','.join(repr(o) for o in train)}]", "grid.eval.every_n_steps=4",
+        "grid.eval.overrides=['k=4','limit=20']",
     ]
 
 
@@ -48,10 +53,12 @@ def results(results_dir: Path) -> dict:
         out[metrics.parents[1].name + "/metrics"] = [
             {k: v for k, v in r.items() if k in ("step", "loss", "reward_mean", "entropy_mean", "grad_norm")}
             for r in rows]
+    for table in sorted((results_dir / "runs" / "mini").glob("*/analysis/*.csv")):
+        if table.stem in ("entropy", "overlap", "shift"):
+            out[f"{table.parents[1].name}/{table.stem}"] = pd.read_csv(table).round(6).to_dict("records")
     return out
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data/math")
 def test_killed_run_resumes_to_the_same_results(tmp_path):
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "killed"
     ref = harness_run(tiny_grid(ref_dir))
@@ -63,7 +70,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     proc = harness_run(tiny_grid(kill_dir))
     deadline = time.time() + 900
     # kill the whole run once `full` has a checkpoint but has not finished training
-    while not (full / "train" / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+    while not (full / "train" / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -78,14 +85,13 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert again.returncode == 0, out
     assert "3 cells, 2 to run" in out
     assert (base / "status.json").stat().st_mtime_ns == base_mtime, "a complete cell was run again"
-    assert json.loads((full / "train" / "provenance.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    assert json.loads((full / "train" / "provenance.json").read_text())["resumed_from"].endswith("checkpoint-4")
 
     a, b = results(ref_dir), results(kill_dir)
-    assert a.keys() == b.keys() and len(a) == 1 + 2 * 2 + 2   # base + 2 cells x 2 evaluated steps, + 2 metrics logs
+    assert a.keys() == b.keys() and len(a) == 1 + 2 * 2 + 2 + 5   # base + 2 cells x 2 evaluated steps, 2 metrics logs, 5 analysis tables
     assert a == b
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data/math")
 def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
     """launcher=slurm goes through hydra-submitit-launcher; its local executor runs the same path here."""
     args = tiny_grid(tmp_path) + ["grid.variants=[full]", "grid.base_eval=false", "grid.eval.every_n_steps=null",
@@ -97,5 +103,5 @@ def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
     (cell,) = plan(load_config("run", args).grid)
     cdir = tmp_path / "runs" / "mini" / cell.cell_id
     assert read_status(cdir)["state"] == "complete"
-    assert (cdir / "eval" / "step-4" / "summary.csv").exists()
+    assert (cdir / "eval" / "step-8" / "summary.csv").exists()
     assert list((tmp_path / "runs" / "mini" / ".submitit").rglob("*_log.out")), "submitit wrote no job log"
