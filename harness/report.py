@@ -2,9 +2,10 @@
 
 Reads only result files (docs/DESIGN.md: results/runs/<grid>/<cell_id>/...) and writes under results/<grid>/:
 summary.csv, cells.csv, tables/ (Table 2 layout as Markdown, LaTeX and CSV), published_comparison.{csv,md},
-significance.csv, seeds.csv, passk.csv, figures/*.png, provenance.json and REPORT.md. Reruns nothing.
+significance.csv, seeds.csv, passk.csv, figures/*.png, provenance.json and REPORT.md (with the hand-written
+results/<grid>/READING.md, if any, as its "Reading" section; never written here). Reruns nothing.
 The logic lives in harness/reporting/ (build: the sequence; load: reading; tables + stats: pure math; figures;
-document: REPORT.md). This module is the command-line entry.
+analyses: entropy-analysis outputs per kind and cell; document: REPORT.md). This module is the command-line entry.
 
 Deviations and choices (the paper prints point estimates from one run per setting):
 - CIs, paired bootstrap and seed intervals are this harness's additions; see harness/reporting/stats.py.

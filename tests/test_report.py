@@ -170,7 +170,84 @@ def test_analysis_outputs_included(tmp_path):
     res = build_report(root, "fix", make_figures=False)
     assert res.out_dir == root / "fix"
     text = (root / "fix" / "REPORT.md").read_text()
-    assert "### overlap.csv ([csv](analysis/overlap.csv))" in text and "| 16 | 98.9 |" in text
+    assert "#### overlap — grid analysis (overlap) ([csv](analysis/overlap.csv))" in text and "| 16 | 98.9 |" in text
+
+
+def test_analysis_headings_name_variant_and_seed_grouped_by_kind(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURE / "runs", root / "runs")
+    for cell, final in (("q32-top20-s2", 64.4), ("q32-full-s1", 67.3), ("q32-top20-s1", 70.0)):
+        a = root / "runs" / "fix" / cell / "analysis"
+        a.mkdir()
+        (a / "overlap.csv").write_text(f"checkpoint,step,overlap_vs_base_pct\nbase,0,100.0\nfinal,8,{final}\n")
+        (a / "shift.csv").write_text("checkpoint,step,mean\nbase,0,0.4\nfinal,8,0.1\n")
+    (root / "runs" / "fix" / "q32-full-s1" / "analysis" / "bad.csv").write_bytes(b"\xff\xfe\x00\x01")
+    res = build_report(root, "fix", make_figures=False)
+    text = (res.out_dir / "REPORT.md").read_text()
+    heads = [x for x in text.splitlines() if x.startswith("#### overlap") or x.startswith("#### shift")]
+    # all overlap tables, then all shift tables; within a kind: variant order (full, top20), then seed
+    assert [h.split(" (")[0] for h in heads] == [
+        "#### overlap — full, seed 1", "#### overlap — top20, seed 1", "#### overlap — top20, seed 2",
+        "#### shift — full, seed 1", "#### shift — top20, seed 1", "#### shift — top20, seed 2"]
+    assert heads[0].startswith("#### overlap — full, seed 1 (q32-full-s1) ([csv](../runs/fix/q32-full-s1/analysis/")
+    # one table across cells: each cell's last step
+    t = pd.read_csv(res.out_dir / "tables" / "analysis_overlap_last_step.csv")
+    assert list(t["variant"]) == ["full", "top20", "top20"] and list(t["seed"]) == [1, 1, 2]
+    assert list(t["overlap_vs_base_pct"]) == [67.3, 70.0, 64.4] and (t["step"] == 8).all()
+    assert "Across cells, each cell's last step" in text
+    assert any(Path(i.path).name == "bad.csv" for i in res.issues)  # unreadable: named, not fatal
+
+
+def test_reading_md_included_and_kept(tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURE / "runs", root / "runs")
+    reading = "# Reading\n\nTop-20% matches full here.\n\n## Caveat\n\nOne seed.\n"
+    (root / "fix").mkdir()
+    (root / "fix" / "READING.md").write_text(reading)
+    for _ in range(2):  # regeneration keeps it and never rewrites READING.md
+        res = build_report(root, "fix", make_figures=False)
+        text = (res.out_dir / "REPORT.md").read_text()
+        assert (root / "fix" / "READING.md").read_text() == reading
+    lines = text.splitlines()
+    i = lines.index("## Reading")
+    # right after the provenance header, before the first other section; its own title dropped, headings demoted
+    assert lines.index("## Problems with result files") > i
+    assert not any(x.startswith("## ") for x in lines[1:i])
+    assert "Top-20% matches full here." in text and "### Caveat" in lines and text.count("Reading") >= 1
+    assert "## Reading" not in (build_report(FIXTURE, "fix", out_dir=tmp_path / "none", make_figures=False)
+                                .out_dir / "REPORT.md").read_text()
+
+
+def test_training_curves_data_and_panels(report):
+    from harness.reporting import figures as figs
+    from harness.reporting import tables as tb
+    from harness.reporting.load import load_grid
+
+    data = load_grid(FIXTURE, "fix")
+    curves = tb.training_curve_data(data.train, data.summary, data.cells, tb.Options())
+    q = set(curves["quantity"])
+    assert {"reward_mean", "entropy_mean", "selected_frac", "grad_norm", "response_len_mean", "score"} <= q
+    sel = curves[(curves["quantity"] == "selected_frac") & (curves["cell_id"] == "q32-full-s1")]
+    assert (sel["value"] == 1.0).all() and len(sel) > 1
+    # the fixture's cells are evaluated at steps 2 and 4: the score panel is drawn
+    assert figs.curve_panels(curves)[-1] == "score"
+    # one evaluated step per cell (the mini grid): no score panel, the five training quantities only
+    one = curves[(curves["quantity"] != "score") | (curves["step"] == 4)]
+    assert figs.curve_panels(one) == ["reward_mean", "entropy_mean", "selected_frac", "grad_norm",
+                                      "response_len_mean"]
+    path, _ = figs.training_curves(one, report.out_dir / "figures" / "curves_one_step.png")
+    assert path.stat().st_size > 1000
+
+
+def test_scaling_skipped_for_a_single_model(report, tmp_path):
+    from harness.reporting import figures as figs
+    from harness.reporting import tables as tb
+
+    long = _long(report)
+    one = long[long["model"] == "Qwen3-8B-Base"]
+    path, reason = figs.scaling_plot(one, None, tb.Options(), "top20", tmp_path / "scaling.png")
+    assert path is None and "single model (Qwen3-8B-Base)" in reason and not (tmp_path / "scaling.png").exists()
+    assert figs.scaling_plot(long, None, tb.Options(), "top20", tmp_path / "s2.png")[0] is not None
 
 
 def test_cli_report(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.io import REPO_ROOT, atomic_write_json, atomic_write_text, provenance
+from harness.reporting import analyses as an
 from harness.reporting import figures as figs
 from harness.reporting import tables as tb
 from harness.reporting.document import Parts, render
@@ -102,16 +103,36 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
     if make_figures:
         fd = out / "figures"
         curves = tb.training_curve_data(data.train, data.summary, data.cells, opts)
-        figures = {
-            "Scaling (Fig. 1b)": figs.scaling_plot(long, published, opts, scaling_variant, fd / "scaling.png"),
-            "rho sweep": figs.rho_sweep_plot(long, opts, fd / "rho_sweep.png"),
-            "Training curves (Fig. 6/7)": figs.training_curves(curves, fd / "training_curves.png"),
-            "pass@k": figs.passk_plot(passk, opts, fd / "passk.png"),
+        made = {
+            "Scaling (Fig. 1b)": (fd / "scaling.png", lambda p: figs.scaling_plot(long, published, opts,
+                                                                                  scaling_variant, p)),
+            "rho sweep": (fd / "rho_sweep.png", lambda p: figs.rho_sweep_plot(long, opts, p)),
+            "Training curves (Fig. 6/7)": (fd / "training_curves.png", lambda p: figs.training_curves(curves, p)),
+            "pass@k": (fd / "passk.png", lambda p: figs.passk_plot(passk, opts, p)),
         }
+        for title, (target, draw) in made.items():
+            figures[title] = draw(target)
+            if figures[title][0] is None and target.exists():
+                target.unlink()  # a figure from an earlier report that this data no longer makes
         f.extend(p for p, _ in figures.values() if p)
     lap("figures")
-    prov = provenance(config, grid=grid, results_dir=str(results_dir), n_cells=len(data.cells),
-                      issues=[vars(i) for i in issues])
+    reading_path = next((p for p in (out / "READING.md", results_dir / grid / "READING.md") if p.is_file()), None)
+    reading = None
+    if reading_path is not None:
+        try:
+            reading = reading_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            issues.append(Issue(str(reading_path), f"unreadable, no Reading section: {e}"))
+    analysis = an.index(data.analysis, data.cells, opts.variant_order, results_dir / grid / "analysis")
+    analysis_tables = {}
+    for kind, entries in analysis.items():
+        for e in entries:
+            if e.error:
+                issues.append(Issue(str(e.csv), f"unreadable analysis CSV: {e.error}"))
+        t = an.last_step_table(entries)
+        if t is not None:
+            analysis_tables[kind] = t
+            _csv(t, out / "tables" / f"analysis_{kind}_last_step.csv", f)
     extra = {}
     for name, title in (("overlap_table1.csv", "Table 1 (overlap of top-20% entropy positions)"),
                         ("entropy_stats.csv", "Fig. 2 entropy statistics")):
@@ -138,10 +159,13 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
         if len(other):
             notes.append(f"{label}: {len(other)} result(s) at k = {sorted(set(other['k'].dropna().astype(int)))} are "
                          f"not in the tables (they use k = {k}); they are in summary.csv")
+    prov = provenance(config, grid=grid, results_dir=str(results_dir), n_cells=len(data.cells),
+                      issues=[vars(i) for i in issues], reading=str(reading_path) if reading is not None else None)
     parts = Parts(grid=grid, out_dir=out, provenance=prov, cells=data.cells, issues=issues, versions=versions,
                   eval_times=sorted(e["time_utc"] for e in data.evals if e.get("time_utc")), tables=md_tables,
                   comparison=comparison, significance=significance, seeds=seeds, figures=figures,
-                  analysis=data.analysis, published_extra=extra, entropy_comparison=entropy_cmp, notes=notes)
+                  analysis=analysis, analysis_tables=analysis_tables, reading=reading, published_extra=extra,
+                  entropy_comparison=entropy_cmp, notes=notes)
     f.append(atomic_write_json(out / "provenance.json", prov))
     f.append(atomic_write_text(out / "REPORT.md", render(parts)))
     lap("report")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.reporting.analyses import Entry
 from harness.reporting.load import Issue
 from harness.reporting.tables import df_markdown, markdown_table
 
@@ -25,10 +26,58 @@ class Parts:
     significance: pd.DataFrame
     seeds: pd.DataFrame
     figures: dict[str, tuple[Path | None, str]]  # title -> (path, reason when absent)
-    analysis: list[Path]
+    analysis: dict[str, list[Entry]]         # analyses.index: kind -> one entry per cell
     published_extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # Table 1, Fig. 2 statistics
     entropy_comparison: pd.DataFrame | None = None   # Fig. 2 statistics, published vs our entropy.csv files
     notes: list[str] = field(default_factory=list)
+    analysis_tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> analyses.last_step_table
+    reading: str | None = None               # results/<grid>/READING.md, written by a person
+
+
+def demote(text: str, top: int = 3) -> str:
+    """Markdown with its headings shifted so the shallowest is level `top` (code fences left alone); a leading
+    `Reading` heading is dropped (the section has that title)."""
+    lines = text.strip("\n").splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip("#").strip().lower() == "reading"
+                     and lines[0].startswith("#")):
+        lines.pop(0)
+    fence, levels = False, []
+    for line in lines:
+        fence ^= line.lstrip().startswith("```")
+        if not fence and line.startswith("#"):
+            levels.append(len(line) - len(line.lstrip("#")))
+    shift = top - min(levels) if levels else 0
+    out, fence = [], False
+    for line in lines:
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        out.append("#" * shift + line if not fence and line.startswith("#") and shift > 0 else line)
+    return "\n".join(out)
+
+
+def _analysis_md(p: Parts) -> list[str]:
+    """Grouped by analysis kind, each cell's table and figure headed by its variant and seed."""
+    out = []
+    for kind, entries in p.analysis.items():
+        n = sum(1 for e in entries if e.cell_id)
+        out += [f"### {kind}" + (f" ({n} cell{'s' if n != 1 else ''})" if n else ""), ""]
+        if kind in p.analysis_tables:
+            t = p.analysis_tables[kind]
+            out += [f"Across cells, each cell's last step ([csv](tables/analysis_{kind}_last_step.csv)):", "",
+                    df_markdown(t, "{:.4g}"), ""]
+        for e in entries:
+            links = f" ([csv]({_rel(e.csv, p.out_dir)}))" if e.csv else ""
+            out += [f"#### {kind} — {e.label}{links}", ""]
+            if e.csv:
+                if e.error:
+                    out += [f"Could not read: {e.error}", ""]
+                else:
+                    df = e.table
+                    out += [df_markdown(df.head(20), "{:.4g}") + (f"\n({len(df)} rows; first 20 shown)\n"
+                                                                 if len(df) > 20 else ""), ""]
+            if e.png:
+                out += [f"![{kind} — {e.label}]({_rel(e.png, p.out_dir)})", ""]
+    return out
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -63,6 +112,9 @@ def render(p: Parts) -> str:
               f"- evaluation dates: {min(p.eval_times)} to {max(p.eval_times)}" if p.eval_times
               else "- evaluation dates: not recorded",
               f"- report libraries: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}", ""]
+    if p.reading is not None:
+        lines += ["## Reading", "", "<!-- from READING.md beside this report, written by hand: edit that file -->",
+                  "", demote(p.reading), ""]
     lines += ["## Problems with result files", ""]
     if p.issues:
         lines += ["These files were skipped (the rest of the report is built without them):", "",
@@ -100,18 +152,7 @@ def render(p: Parts) -> str:
                   ""]
     lines += ["## Entropy analyses", ""]
     if p.analysis:
-        for a in p.analysis:
-            rel = _rel(a, p.out_dir)
-            if a.suffix == ".png":
-                lines += [f"### {a.name}", "", f"![{a.name}]({rel})", ""]
-            else:
-                try:
-                    df = pd.read_csv(a)
-                    body = df_markdown(df.head(20), "{:.4g}") + (f"\n({len(df)} rows; first 20 shown)\n"
-                                                               if len(df) > 20 else "")
-                except Exception as e:  # a corrupt analysis CSV is named, not fatal
-                    body = f"Could not read: {e}\n"
-                lines += [f"### {a.name} ([csv]({rel}))", "", body, ""]
+        lines += _analysis_md(p)
     else:
         lines += ["No analysis outputs found (results/runs/<grid>/*/analysis/, results/<grid>/analysis/).", ""]
     if p.entropy_comparison is not None:

@@ -1,6 +1,6 @@
 """Figures (PNG, seaborn, Agg backend): the scaling plot (Fig. 1b), the rho sweep, training curves (Fig. 6/7),
 pass@k curves. Each function takes tidy DataFrames, writes one PNG and returns its path, or returns None and a
-reason when the data cannot make that figure (e.g. no model sizes, one rho only)."""
+reason when the data cannot make that figure (e.g. a single model for the scaling plot, one rho only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +35,11 @@ def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Optio
                  path: Path) -> tuple[Path | None, str]:
     """Fig. 1b: <variant> minus reference (Acc) vs model size, one line per benchmark and Avg; published Avg dashed."""
     d = long[(long["label"] == "Acc") & (long["variant"] == variant) & long["delta"].notna()].copy()
-    if d["model"].nunique() < 1 or d.empty:
+    if d.empty:
         return None, f"no model has both {variant} and {opts.reference}"
+    if d["model"].nunique() < 2:
+        return None, (f"the grid has a single model ({d['model'].iloc[0]}); the figure plots {variant} minus "
+                      f"{opts.reference} against model size and needs at least two sizes")
     plt, sns = _plt()
     d["benchmark"] = d["benchmark"].map(lambda b: opts.benchmark_names.get(b, b))
     numeric = d["model_size_b"].notna().all()
@@ -109,36 +112,79 @@ def rho_sweep_plot(long: pd.DataFrame, opts: Options, path: Path) -> tuple[Path 
     return out, ""
 
 
-TRAIN_PANELS = {"reward_mean": "reward", "score": "benchmark score (Acc)", "response_len_mean": "response length",
-                "entropy_mean": "entropy (nats)"}
+TRAIN_PANELS = {"reward_mean": "reward (mean)", "entropy_mean": "entropy (nats, all response tokens)",
+                "selected_frac": "share of tokens trained on", "grad_norm": "gradient norm (log scale)",
+                "response_len_mean": "response length (tokens)", "score": "benchmark score (Acc, %)"}
+LOG_PANELS = {"grad_norm"}
+PANEL_COLS = 3
+
+
+def curve_panels(curves: pd.DataFrame) -> list[str]:
+    """The quantities drawn, in TRAIN_PANELS order. `score` only when some cell was evaluated at more than one step:
+    with one evaluated step per cell there is no curve to draw (a lone point per variant)."""
+    present = set(curves["quantity"])
+    qs = [q for q in TRAIN_PANELS if q in present and q != "score"]
+    sc = curves[curves["quantity"] == "score"]
+    if len(sc) and sc.groupby("cell_id")["step"].nunique().max() > 1:
+        qs.append("score")
+    return qs
 
 
 def training_curves(curves: pd.DataFrame, path: Path) -> tuple[Path | None, str]:
-    """curves: model, variant, cell_id, step, quantity (TRAIN_PANELS key), value. A row of panels per model;
-    lines are the mean over seeds with a band of one standard deviation (aggregated here, then drawn)."""
+    """curves: model, variant, cell_id, step, quantity (TRAIN_PANELS key), value. Per model a block of panels,
+    PANEL_COLS wide (reward, entropy, share trained on, gradient norm, response length, score if several steps);
+    lines are the mean over seeds with a band of one standard deviation (aggregated here, then drawn); one legend."""
     if curves.empty:
         return None, "no training metrics or step evaluations"
+    qs = curve_panels(curves)
+    if not qs:
+        return None, "no training metrics, and no cell evaluated at more than one step"
     plt, sns = _plt()
+    curves = curves[curves["quantity"].isin(qs)]
     agg = curves.groupby(["model", "quantity", "variant", "step"], sort=True)["value"].agg(["mean", "std"])
     agg = agg.reset_index()
     models = list(dict.fromkeys(curves["model"]))  # the caller orders rows by model size
-    qs = [q for q in TRAIN_PANELS if q in set(curves["quantity"])]
     variants = list(dict.fromkeys(curves["variant"]))
     colors = dict(zip(variants, sns.color_palette(n_colors=len(variants))))
-    fig, axes = _grid(plt, len(models), len(qs))
+    rows_per_model = -(-len(qs) // PANEL_COLS)
+    ncols = min(PANEL_COLS, len(qs))
+    fig, axes = _grid(plt, rows_per_model * len(models), ncols, 3.6, 2.6)
+    for ax in axes.flat:
+        ax.set_visible(False)
     for (model, q), g in agg.groupby(["model", "quantity"], sort=False):
-        ax = axes[models.index(model)][qs.index(q)]
+        i = qs.index(q)
+        ax = axes[models.index(model) * rows_per_model + i // ncols][i % ncols]
+        ax.set_visible(True)
         for variant, gv in g.groupby("variant", sort=False):
             ax.plot(gv["step"], gv["mean"], color=colors[variant], label=variant, lw=1.2)
             if gv["std"].notna().any():
-                ax.fill_between(gv["step"], gv["mean"] - gv["std"], gv["mean"] + gv["std"], color=colors[variant],
-                                alpha=0.2, lw=0)
-        ax.set_title(f"{model} | {TRAIN_PANELS[q]}", fontsize=8)
-        ax.set_xlabel("step")
-    handles = [plt.Line2D([], [], color=colors[v], label=v) for v in variants]
-    axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1, 1), fontsize=7)
+                lo, hi = gv["mean"] - gv["std"], gv["mean"] + gv["std"]
+                if q in LOG_PANELS:
+                    lo = lo.where(lo > 0)  # a band reaching zero is cut on a log axis, not drawn as -inf
+                ax.fill_between(gv["step"], lo, hi, color=colors[variant], alpha=0.2, lw=0)
+        if q in LOG_PANELS and (g["mean"] > 0).all():
+            ax.set_yscale("log")
+        if q == "selected_frac":
+            ax.set_ylim(0, 1.05)
+        ax.set_title(TRAIN_PANELS[q] if len(models) == 1 else f"{model} | {TRAIN_PANELS[q]}", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles = [plt.Line2D([], [], color=colors[v], label=v, lw=2) for v in variants]
+    legend = dict(handles=handles, fontsize=8, frameon=False, title="variant (mean over seeds, band: one sd)",
+                  title_fontsize=8)
+    spare = axes[-1][-1]
+    height = fig.get_figheight()
+    if not spare.get_visible():  # an empty panel slot: the shared legend goes there
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(loc="center", ncol=2 if len(variants) > 6 else 1, **legend)
+        bottom = 0.45 / height
+    else:
+        fig.legend(loc="lower center", ncol=min(len(variants), 8), **legend)
+        bottom = 1.0 / height  # inches for the x labels and the legend below
     # fixed spacing instead of tight_layout: one draw less, which is most of this figure's time
-    fig.subplots_adjust(left=0.06, right=0.88, bottom=0.06, top=0.95, wspace=0.28, hspace=0.45)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=bottom, top=1 - 0.25 / height, wspace=0.28,
+                        hspace=0.5)
     out = _save(fig, path)
     plt.close(fig)
     return out, ""

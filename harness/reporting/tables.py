@@ -472,17 +472,21 @@ def passk_curves(rows: pd.DataFrame, lookup: SampleLookup, opts: Options, k_max:
     return df.assign(_o=key).sort_values(["_o", "k"]).drop(columns="_o").reset_index(drop=True)
 
 
+TRAIN_QUANTITIES = ("reward_mean", "entropy_mean", "selected_frac", "grad_norm", "response_len_mean")
+
+
 def training_curve_data(train: pd.DataFrame, summary: pd.DataFrame, cells: pd.DataFrame,
                         opts: Options) -> pd.DataFrame:
     """Tidy curves: model, variant, cell_id, step, quantity, value.
 
-    Quantities: reward_mean, response_len_mean, entropy_mean from train/metrics.jsonl, and `score`, the mean Acc
-    over the benchmarks evaluated at each step (eval/step-N; the base evaluation is step 0).
+    Quantities: TRAIN_QUANTITIES from train/metrics.jsonl (reward, entropy, share of tokens trained on, gradient
+    norm, response length), and `score`, the mean Acc over the benchmarks evaluated at each step (eval/step-N; the
+    base evaluation is step 0).
     """
     info = cells.set_index("cell_id")[["model", "variant"]]
     parts = []
     if not train.empty:
-        t = train.melt(id_vars=["cell_id", "step"], value_vars=["reward_mean", "response_len_mean", "entropy_mean"],
+        t = train.melt(id_vars=["cell_id", "step"], value_vars=[q for q in TRAIN_QUANTITIES if q in train.columns],
                        var_name="quantity", value_name="value").dropna(subset=["value"])
         parts.append(t)
     metric = opts.metrics.get("Acc", "avg@k")
