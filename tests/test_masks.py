@@ -156,6 +156,9 @@ def test_more_than_2_pow_24_tokens():
     k = math.ceil(0.1 * n)
     assert r.n_selected == k and int(r.mask.sum()) == k
     assert e[r.mask].min() >= e[~r.mask].max()
+    ties = e[0] == e.new_tensor(r.threshold)  # the tie block straddles k: its earliest members are kept
+    kept = r.mask[0] & ties
+    assert 0 < int(kept.sum()) < int(ties.sum()) and not (ties & ~r.mask[0])[: int(kept.nonzero().max()) + 1].any()
     q = select_tokens(e, m, "top", 0.1, selection="quantile")
     # values 0.000..0.999 each fill n/1000 sorted slots; rank 0.9 * (n - 1) < 900 * n / 1000, so it lands in the
     # block of 0.899 (both neighbours are 0.899: no interpolation) and ">=" keeps every 0.899 tie: 10.1% of tokens
@@ -247,3 +250,81 @@ def test_sampled_bracket_is_exact_on_large_inputs(seed):
         want = torch.zeros(n, dtype=torch.bool)
         want[order] = True
         assert torch.equal(token_mask(x.view(1, n), m.view(1, n), mode, rho)[0], want), (mode, rho)
+
+
+# ---------- the large-input local path (_local_select): forced on small tensors, and its fallback ----------
+
+def _tie_heavy(seed: int, b: int, t: int):
+    g = torch.Generator().manual_seed(seed)
+    e = torch.rand(b, t, generator=g) * 3
+    e[e < 0.6] = 0.0
+    e = (e * 8).round() / 8
+    return e, torch.rand(b, t, generator=g) > 0.3
+
+
+@pytest.mark.parametrize("chunk", [3, 8, 64])
+@pytest.mark.parametrize("selection", ["topk", "quantile"])
+def test_local_select_matches_reference_when_forced(monkeypatch, chunk, selection):
+    """Force the large-input path on small tie-heavy tensors (odd and word-sized chunks, a small sample so the
+    bracket often misses): every answer equals the plain reference, and both the bracket and the fallback ran."""
+    import trainers.masks as tm
+
+    monkeypatch.setattr(tm, "_FAST_ABOVE", 0)
+    monkeypatch.setattr(tm, "_CHUNK", chunk)
+    monkeypatch.setattr(tm, "_SAMPLE", 24)
+    monkeypatch.setattr(tm, "_Z", 0.5)  # a narrow bracket: some miss
+    hits = misses = 0
+    for seed in range(8):
+        e, m = _tie_heavy(seed, 3 + seed, 17 + 5 * seed)
+        n = int(m.sum())
+        for mode in ("top", "bottom"):
+            sign = 1.0 if mode == "top" else -1.0
+            for rho in (0.05, 0.2, 0.5, 0.8, 1.0):
+                want = reference_mask(e, m, mode, rho, selection)
+                fast = tm._local_select(e.flatten(), m.flatten(), n, sign, selection, rho)
+                if fast is None:
+                    misses += 1
+                else:
+                    hits += 1
+                    assert torch.equal(fast[0].view(e.shape), want) and fast[2] == int(want.sum()), (seed, rho)
+                r = select_tokens(e, m, mode, rho, selection)  # fast path or its fallback
+                assert torch.equal(r.mask, want) and r.n_selected == int(want.sum()), (seed, mode, rho)
+    assert hits > 0 and misses > 0, (hits, misses)
+
+
+def test_local_select_bracket_miss_falls_back(monkeypatch):
+    """A bracket that misses the k-th value must be detected and the plain path used, with the same answer."""
+    import trainers.masks as tm
+
+    e, m = _tie_heavy(0, 5, 40)
+    monkeypatch.setattr(tm, "_FAST_ABOVE", 0)
+    monkeypatch.setattr(tm, "_bracket", lambda sample, n, ks: (10.0, 20.0))  # above every entropy
+    assert tm._local_select(e.flatten(), m.flatten(), int(m.sum()), 1.0, "topk", 0.2) is None
+    for mode in ("top", "bottom"):
+        for selection in ("topk", "quantile"):
+            r = select_tokens(e, m, mode, 0.2, selection)
+            assert torch.equal(r.mask, reference_mask(e, m, mode, 0.2, selection)), (mode, selection)
+
+
+@pytest.mark.parametrize("mode", ["top", "bottom"])
+def test_large_local_path_equals_plain_path(monkeypatch, mode):
+    """Above _FAST_ABOVE elements (no forcing): mask, threshold and counts equal the plain path's, for both
+    selections, on a non-contiguous float16 input with padding and a tie block at the threshold's side."""
+    import trainers.masks as tm
+
+    g = torch.Generator().manual_seed(5)
+    n = (1 << 18) + 4099
+    x = ((torch.rand(2 * n, generator=g).pow(3) * 32).round() / 32).half().view(n, 2)[:, 0]  # [n] strided
+    x[torch.rand(n, generator=g) < 0.3] = 0.0
+    m = torch.rand(n, generator=g) > 0.2
+    sign = 1.0 if mode == "top" else -1.0
+    for selection in ("topk", "quantile"):
+        for rho in (0.01, 0.2, 0.6):
+            assert tm._local_select(x.float(), m, int(m.sum()), sign, selection, rho) is not None
+            fast = select_tokens(x.view(1, n), m.view(1, n), mode, rho, selection)
+            with monkeypatch.context() as mp_:
+                mp_.setattr(tm, "_FAST_ABOVE", 1 << 40)
+                plain = select_tokens(x.view(1, n), m.view(1, n), mode, rho, selection)
+            assert torch.equal(fast.mask, plain.mask), (selection, rho)
+            assert (fast.threshold, fast.n_tokens, fast.n_selected) == (plain.threshold, plain.n_tokens,
+                                                                        plain.n_selected)

@@ -21,8 +21,13 @@ order, then lower rank) is kept first. Padding (``response_mask`` false) never e
 
 Deviations and implementation notes:
 - The threshold is an exact order statistic found without a full sort or ``torch.quantile`` (which refuses more
-  than 2**24 elements): a seeded sample brackets it, two counting passes confirm the bracket, and
-  ``torch.kthvalue`` runs on the few values inside (``_kth_largest``). Any size works. The quantile's
+  than 2**24 elements): a seeded sample brackets it, counting passes confirm the bracket, and
+  ``torch.kthvalue`` runs on the few values inside (``_kth_largest``). Any size works. For ``top``/``bottom``
+  with ``scope="local"`` on more than ``_FAST_ABOVE`` elements, ``_local_select`` does this without any padded
+  float copy: one chunked pass writes ``valid & entropy >= lo`` straight into the output mask while counting
+  the tokens above the bracket and collecting the candidates inside it; afterwards only candidates below the
+  threshold (and, for topk, ties past the k-th) are cleared. If the bracket misses it returns None and the plain
+  path runs; both give the same mask, threshold and counts (tests/test_masks.py). The quantile's
   rank ``(1 - rho) * (N - 1)`` is computed in float64; torch.quantile computes it in the input dtype, so for very
   large N the two can pick neighbouring order statistics (TRL's own path cannot run at that size at all).
 - ``bottom`` is ``top`` applied to ``-entropy``; for ``quantile`` that is ``entropy <= quantile(rho)``.
@@ -150,6 +155,124 @@ def _quantile(keys: torch.Tensor, n: int, q: float) -> torch.Tensor:
     return torch.lerp(v_lo, v_hi, torch.tensor(pos - lo, dtype=keys.dtype, device=keys.device))
 
 
+_FAST_ABOVE = 1 << 18  # local top/bottom selection over more elements than this uses _local_select
+_CHUNK = 1 << 18  # elements per chunk of the bracket scan (its scratch masks stay in cache)
+_Z = 4.0  # bracket half-width in binomial standard deviations of the sample
+
+
+def _bracket(sample: torch.Tensor, n: int, ks: tuple[int, ...]) -> tuple[float, float]:
+    """Keys [lo, hi] that contain the k-th largest of n keys for every k in `ks`, with high probability.
+
+    sample: a uniform sample of the keys, sorted descending. An end the sample cannot bound is infinite.
+    """
+    s = sample.numel()
+    p_hi, p_lo = min(ks) / n, max(ks) / n
+    i_hi = int(p_hi * s - _Z * (math.sqrt(s * p_hi * (1 - p_hi)) + 1))
+    i_lo = int(math.ceil(p_lo * s + _Z * (math.sqrt(s * p_lo * (1 - p_lo)) + 1)))
+    hi = float(sample[i_hi]) if i_hi >= 0 else math.inf
+    lo = float(sample[i_lo]) if i_lo < s else -math.inf
+    return lo, hi
+
+
+def _comparators(sign: float):
+    """(key >= c, key > c) as comparisons on the entropy itself, key = sign * entropy (no negated copy)."""
+    if sign > 0:
+        return (lambda e, c, out: torch.ge(e, c, out=out)), (lambda e, c, out: torch.gt(e, c, out=out))
+    return (lambda e, c, out: torch.le(e, -c, out=out)), (lambda e, c, out: torch.lt(e, -c, out=out))
+
+
+def _positions(m: torch.Tensor) -> torch.Tensor:
+    """Ascending flat positions of the True entries of 1-D bool `m` (sparse): nonzero on 8-byte words first."""
+    if m.numel() % 8 or m.storage_offset() % 8:
+        return m.nonzero().squeeze(1)
+    words = m.view(torch.int64).nonzero().squeeze(1)  # [W] words holding at least one True
+    row, col = m.view(-1, 8)[words].nonzero().unbind(1)
+    return words[row] * 8 + col
+
+
+def _scan(ent: torch.Tensor, valid: torch.Tensor, sign: float, lo: float,
+          hi: float) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """One chunked pass over flat `ent` / `valid` with key = sign * entropy.
+
+    Returns (out, above, pos, cand): out = valid & (key >= lo) [numel] bool (a superset of the final mask, which
+    only the candidates can leave); above = #(valid & key > hi); pos, cand = the flat positions (ascending) and
+    keys of the valid entries with lo <= key <= hi. The only full-size allocation is `out`; scratch is per chunk.
+    """
+    ge, gt = _comparators(sign)
+    numel = ent.numel()
+    out = torch.empty(numel, dtype=torch.bool, device=ent.device)
+    b = torch.empty(min(_CHUNK, numel), dtype=torch.bool, device=ent.device)
+    acc = torch.zeros(b.numel(), dtype=torch.uint8, device=ent.device)  # per-slot count of key > hi, < 255 adds
+    above, poss = 0, []
+    for i, s in enumerate(range(0, numel, _CHUNK)):
+        e, v, o = ent[s:s + _CHUNK], valid[s:s + _CHUNK], out[s:s + _CHUNK]
+        bc = b[:e.numel()]
+        ge(e, lo, o).logical_and_(v)  # valid & key >= lo
+        gt(e, hi, bc).logical_and_(o)  # valid & key > hi
+        acc[:e.numel()].add_(bc.view(torch.uint8))
+        if i % 255 == 254:
+            above += int(acc.sum(dtype=torch.int64))
+            acc.zero_()
+        poss.append(_positions(bc.logical_xor_(o)) + s)  # valid & lo <= key <= hi
+    above += int(acc.sum(dtype=torch.int64))
+    pos = torch.cat(poss)
+    cand = ent[pos]
+    return out, above, pos, cand if sign > 0 else -cand
+
+
+def _local_select(ent: torch.Tensor, valid: torch.Tensor, n: int, sign: float, selection: str,
+                  rho: float) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Mode top (sign 1) / bottom (sign -1) on one rank without a padded copy: (mask, key threshold, count).
+
+    ent: float [numel] flat entropies; valid: bool [numel]; n = valid.sum() >= 1. A seeded sample of the valid
+    keys brackets the order statistic(s) needed; one chunked pass (`_scan`) writes valid & key >= lo into the
+    output, counts the keys above the bracket and collects the few inside it; torch.kthvalue on those gives the
+    exact value(s), and only candidates below the threshold (or ties past the k-th) are then cleared.
+    Returns None when the bracket misses (rare); the caller then uses the plain path. Same result as that path.
+    """
+    numel = ent.numel()
+    g = torch.Generator().manual_seed(numel * 31 + n)
+    idx = torch.randint(numel, (_SAMPLE,), generator=g).to(ent.device)
+    sample = (ent[idx][valid[idx]] * sign).sort(descending=True).values  # [<= S] keys of valid tokens
+    if sample.numel() == 0 or bool(sample.isnan().any()):
+        return None
+    if selection == "topk":
+        k = min(max(math.ceil(rho * n - 1e-9), 1), n)
+        ks = (k,)
+    else:
+        pos = (1.0 - rho) * (n - 1)  # float64 rank, ascending, 0-based (as in _quantile)
+        r_lo = math.floor(pos)
+        r_hi = min(r_lo + 1, n - 1)
+        ks = (n - r_lo, n - r_hi)  # as k-th largest: the lower and the upper neighbour
+    lo, hi = _bracket(sample, n, ks)
+    out, above, where, cand = _scan(ent, valid, sign, lo, hi)
+    if not all(above < kk <= above + cand.numel() for kk in ks):
+        return None  # the bracket missed
+
+    def kth(kk: int) -> torch.Tensor:  # the kk-th largest key overall = the (kk - above)-th largest candidate
+        return torch.kthvalue(cand, cand.numel() - (kk - above) + 1).values
+
+    if selection == "topk":
+        t = kth(k)
+        out[where[cand < t]] = False
+        n_gt = above + int(torch.count_nonzero(cand > t))
+        ties = where[cand == t]  # ascending flat positions
+        if n_gt + ties.numel() != k:  # ties straddle the boundary: the earliest k - n_gt ties stay
+            out[ties[k - n_gt:]] = False
+        return out, t, k
+    v_lo = kth(ks[0])
+    v_hi = kth(ks[1]) if ks[1] != ks[0] else v_lo
+    thr = torch.lerp(v_lo, v_hi, torch.tensor(pos - r_lo, dtype=ent.dtype, device=ent.device))
+    if lo <= float(thr) <= hi:  # keys above hi all pass and keys below lo are not in `out`: fix the candidates
+        out[where[cand < thr]] = False
+        k = above + int(torch.count_nonzero(cand >= thr))
+    else:  # lerp rounding left the bracket (not seen in practice): one more comparison
+        ge, _ = _comparators(sign)
+        ge(ent, thr, out).logical_and_(valid)
+        k = int(torch.count_nonzero(out))
+    return out, thr, k
+
+
 def _distributed(scope: str, group) -> bool:
     if scope != "gathered":
         return False
@@ -179,16 +302,21 @@ def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str,
         all_keys, offset = _gather_values(keys, group)
         n = all_keys.numel()
         noise_shape = (n,)
-    else:  # no compaction: padding becomes -inf, which no selection reaches
+    else:
+        n = int(torch.count_nonzero(valid))
+        if n and mode in ("top", "bottom") and valid.numel() > _FAST_ABOVE:  # large: no padded copy at all
+            fast = _local_select(ent.reshape(-1), valid.reshape(-1), n, sign, selection, rho)
+            if fast is not None:
+                mask, thr, k = fast
+                return MaskResult(mask.view(valid.shape), sign * float(thr), n, k)
+        # no compaction: padding becomes -inf, which no selection reaches
         keys = torch.where(valid, ent, -sign * float("inf")).flatten()  # [numel], one copy; padding ends as -inf
         if sign < 0:
             keys.neg_()
         all_keys, offset = keys, 0
-        n = int(torch.count_nonzero(valid))
         noise_shape = (keys.numel(),)
-    out = torch.zeros_like(valid)
     if n == 0:
-        return MaskResult(out, float("nan"), 0, 0)
+        return MaskResult(torch.zeros_like(valid), float("nan"), 0, 0)
     if mode == "all":
         return MaskResult(valid.clone(), float("nan"), n, n)
 
@@ -214,6 +342,7 @@ def select_tokens(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str,
         threshold = sign * float(thr)
     if all_keys is keys:
         return MaskResult(sel.view(valid.shape), threshold, n, k)
+    out = torch.zeros_like(valid)
     out[valid] = sel
     return MaskResult(out, threshold, n, k)
 
