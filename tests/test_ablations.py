@@ -315,7 +315,7 @@ def test_analyze_config_composes_and_every_key_is_documented(name):
 def test_overlap_on_a_real_tiny_training_run(math_data_dir, tmp_path):
     """trainers/train.py writes checkpoints/, final/, base_model/ (tiny) and metrics.jsonl; overlap reads them."""
     run = tmp_path / "run"
-    assert cli(["train", "model=tiny", "trainer=dapo_cpu", "trainer.max_steps=2", "trainer.save_steps=1",
+    assert cli(["train", "model=tiny", "trainer=dapo_cpu", "data=local", "trainer.max_steps=2", "trainer.save_steps=1",
                 f"data.path={math_data_dir / 'math500.jsonl'}", f"out={run}"]) == 0
     assert cli(["analyze", "overlap", f"run={run}", f"problems={math_data_dir / 'math500.jsonl'}", "n_problems=2",
                 "k=2", "max_new_tokens=16"]) == 0  # base model found at <run>/base_model

@@ -188,6 +188,9 @@ def test_replay_end_to_end_through_evaluate(tmp_path, monkeypatch):
     samples = [json.loads(line) for line in (tmp_path / "out" / "samples_livecodebench.jsonl").read_text().splitlines()]
     statuses = {s["problem"][:10]: s["status"] for s in samples}
     assert ["ok", "no_answer"] in statuses.values()
+    # the sandbox's failure reasons reach the samples file (a wrong answer is named as such)
+    by_problem = {s["problem"]: s for s in samples}
+    assert by_problem[rows["abc999_a"]["question_content"]]["reason"][1] == "test 0: wrong answer"
     assert pd.read_csv(tmp_path / "out" / "summary.csv").benchmark.eq("livecodebench").all()
 
 
@@ -202,6 +205,3 @@ def test_a_broken_sandbox_is_an_error_not_zero_scores(docs, monkeypatch):
             U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
     finally:
         U.check_sandbox.cache_clear()
-    # the sandbox's failure reasons reach the samples file (a wrong answer is named as such)
-    by_problem = {s["problem"]: s for s in samples}
-    assert by_problem[rows["abc999_a"]["question_content"]]["reason"][1] == "test 0: wrong answer"

@@ -24,12 +24,12 @@ WARM = ["model.warmstart.hidden_size=16", "model.warmstart.num_layers=1", "model
         "model.warmstart.gate_max_fixed_entropy=100", "model.warmstart.gate_min_fork_entropy=0"]
 
 
-def tiny_grid(results_dir: Path) -> list[str]:
+def tiny_grid(results_dir: Path, base: Path | None = None) -> list[str]:
     """The `mini` grid, shortened: base eval + full + top20 (seed 0), 8 optimiser steps of which 4 per rollout
     batch (configs/trainer/dapo_mini.yaml), checkpoints and evaluations every 4 steps, i.e. at rollout boundaries:
     TRL does not save a half-used rollout buffer, so only a resume at a boundary can repeat the same samples.
     The grid's analyses (entropy on the base, overlap and shift on trained seed-0 cells) run as configured."""
-    train = [f"model.path={results_dir}/base", *WARM, "trainer.max_steps=8", "data.n_train=64"]
+    train = [f"model.path={base or results_dir / 'base'}", *WARM, "trainer.max_steps=8", "data.n_train=64"]
     return [
         "grid=mini", f"results_dir={results_dir}", "report=false", "grid.variants=[full,top20]", "grid.seeds=[0]",
         f"grid.train_overrides=[{','.join(repr(o) for o in train)}]", "grid.eval.every_n_steps=4",
@@ -60,14 +60,14 @@ def results(results_dir: Path) -> dict:
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path):
-    ref_dir, kill_dir = tmp_path / "ref", tmp_path / "killed"
-    ref = harness_run(tiny_grid(ref_dir))
+    ref_dir, kill_dir, warm = tmp_path / "ref", tmp_path / "killed", tmp_path / "warm"  # one warm start: same ids
+    ref = harness_run(tiny_grid(ref_dir, warm))
     out, _ = ref.communicate(timeout=900)
     assert ref.returncode == 0, out
 
-    cells = plan(load_config("run", tiny_grid(kill_dir)).grid)
+    cells = plan(load_config("run", tiny_grid(kill_dir, warm)).grid)
     base, full, top20 = (kill_dir / "runs" / "mini" / c.cell_id for c in cells)
-    proc = harness_run(tiny_grid(kill_dir))
+    proc = harness_run(tiny_grid(kill_dir, warm) + ["jobs=1"])  # one cell at a time: base, then full (killed), top20
     deadline = time.time() + 900
     # kill the whole run once `full` has a checkpoint but has not finished training
     while not (full / "train" / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists():
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert read_status(top20)["state"] == "pending"
     base_mtime = (base / "status.json").stat().st_mtime_ns
 
-    again = harness_run(tiny_grid(kill_dir))
+    again = harness_run(tiny_grid(kill_dir, warm))
     out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out
     assert "3 cells, 2 to run" in out
