@@ -188,9 +188,28 @@ def make_dapo_trainer(model, batch: int, length: int, out_dir: str, cuda: bool):
     tokenizer = build_tokenizer()  # only pad/eos ids are used: the batch is synthetic
     trainer = DAPOTrainer(model=model, reward_funcs=[plan.reward], args=args, train_dataset=plan.loader(cfg.data),
                           processing_class=tokenizer, dapo=plan.dapo)
+    enable_checkpointing(trainer.model, trainer.args)  # Trainer.train() does this; the benchmark never calls it
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by train()
     return trainer
+
+
+def enable_checkpointing(model, args) -> None:
+    """Activation checkpointing as transformers' Trainer.train() switches it on (transformers 5.17 and 5.24
+    names: `gradient_checkpointing*` became `activation_checkpointing*`)."""
+    on = getattr(args, "activation_checkpointing", None)
+    on = args.gradient_checkpointing if on is None else on
+    if not on:
+        return
+    kw = getattr(args, "activation_checkpointing_kwargs", None) or getattr(args, "gradient_checkpointing_kwargs", None)
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw or None)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw or None)
+
+
+def checkpointing_on(model) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
 def synthetic_batch(vocab: int, B: int, P: int, T: int, device) -> dict:
@@ -386,8 +405,7 @@ def main(argv=None) -> int:
             continue
         model = trainer.model
         n_params = sum(p.numel() for p in model.parameters())
-        info.setdefault("gradient_checkpointing_on", {})[name] = bool(getattr(model, "is_gradient_checkpointing",
-                                                                              False))
+        info.setdefault("gradient_checkpointing_on", {})[name] = checkpointing_on(model)
         print(f"{name}: {n_params / 1e6:.1f} M parameters, built at {clock.elapsed():.0f} s", flush=True)
         for T in a.lengths:
             if clock.over():
