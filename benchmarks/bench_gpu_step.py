@@ -39,12 +39,10 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO / ".whl" / "py", REPO):  # project + packages carried to a GPU machine (docs/benchmarks/gpu.md)
-    if p.is_dir() and str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 # Published Qwen3 sizes (hub config.json of Qwen/Qwen3-0.6B and Qwen/Qwen3-1.7B); vocab 151,936, tied embeddings.
 QWEN3_COMMON = dict(vocab_size=151936, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
@@ -82,7 +80,7 @@ def parse_args(argv=None):
     ap.add_argument("--pack", action="store_true",
                     help="only copy the packages the GPU machine lacks into .whl/py (run here, then carry .whl)")
     ap.add_argument("--cpu-smoke", action="store_true",
-                    help="tiny model (hidden 64, 2 layers, vocab 1000), 64 response tokens, on the CPU: checks the path")
+                    help="tiny model (hidden 64, 2 layers, vocab 1000, 64 response tokens) on the CPU: checks the path")
     a = ap.parse_args(argv)
     if a.cpu_smoke:
         a.models, a.lengths, a.prompt_len = ["smoke"], [64], 16
@@ -96,6 +94,14 @@ def parse_args(argv=None):
         a.out = str(Path(os.environ["OUT"]) / "gpu_step.json") if os.environ.get("OUT") else \
             str(Path(tempfile.gettempdir()) / "gpu_step.json")
     return a
+
+
+def use_repo_and_carried_packages() -> None:
+    """Put the repository and `.whl/py` (packages carried to a GPU machine, docs/benchmarks/gpu.md) first on
+    sys.path, so `python3 benchmarks/bench_gpu_step.py` works there without installing the project."""
+    for p in (REPO / ".whl" / "py", REPO):
+        if p.is_dir() and str(p) not in sys.path:
+            sys.path.insert(0, str(p))
 
 
 def pack(dest: Path, python_version: str = "3.12") -> None:
@@ -329,17 +335,17 @@ def print_table(rows: list[dict], variants: list[str]) -> None:
     ref = variants[0]
     print(f"\n{'model':<12}{'resp':>6}{'variant':>16}{'median s':>10}{'min s':>9}{'vs ' + ref:>10}{'peak GiB':>10}")
     for r in rows:
-        if r.get("error") or r.get("skipped"):
-            print(f"{r['model']:<12}{r['length']:>6}  {r.get('error') or r.get('skipped')}")
-            continue
-        base = r["variants"].get(ref, {}).get("median_s")
-        for v, s in r["variants"].items():
+        head = f"{r['model']:<12}{str(r['length']):>6}"
+        base = (r.get("variants") or {}).get(ref, {}).get("median_s")
+        for v, s in (r.get("variants") or {}).items():
             if s["median_s"] is None:
-                print(f"{r['model']:<12}{r['length']:>6}{v:>16}  not timed (budget)")
+                print(f"{head}{v:>16}  not timed (budget)")
                 continue
             rel = f"{(s['median_s'] / base - 1) * 100:+.1f}%" if base else "-"
             peak = f"{s['peak_gib']:.2f}" if s["peak_gib"] is not None else "-"
-            print(f"{r['model']:<12}{r['length']:>6}{v:>16}{s['median_s']:>10.4f}{s['min_s']:>9.4f}{rel:>10}{peak:>10}")
+            print(f"{head}{v:>16}{s['median_s']:>10.4f}{s['min_s']:>9.4f}{rel:>10}{peak:>10}")
+        if r.get("error") or r.get("skipped"):
+            print(f"{head}  {r.get('error') or r.get('skipped')}")
     print(f"\n{'model':<12}{'resp':>6}{'head logp s':>13}{'+entropy s':>12}{'entropy s':>11}"
           f"{'ent(logits) s':>15}{'topk sel s':>12}{'quant sel s':>13}")
 
@@ -348,13 +354,15 @@ def print_table(rows: list[dict], variants: list[str]) -> None:
     for r in rows:
         m = r.get("micro")
         if m:
-            print(f"{r['model']:<12}{r['length']:>6}{f(m.get('head_logp_s'), 13)}{f(m.get('head_logp_entropy_s'), 12)}"
+            print(f"{r['model']:<12}{str(r['length']):>6}{f(m.get('head_logp_s'), 13)}"
+                  f"{f(m.get('head_logp_entropy_s'), 12)}"
                   f"{f(m.get('entropy_in_head_s'), 11)}{f(m.get('entropy_from_logits_s'), 15)}"
                   f"{f(m.get('select_topk_s'), 12)}{f(m.get('select_quantile_s'), 13)}")
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    use_repo_and_carried_packages()
     if a.pack:
         pack(REPO / ".whl" / "py")
         return 0
@@ -399,8 +407,9 @@ def main(argv=None) -> int:
         try:
             model = build_model(name, device, a.attn)
             trainer = make_dapo_trainer(model, a.batch, max(a.lengths), f"{tmp}/{name}", device.type == "cuda")
-        except torch.OutOfMemoryError as e:
-            rows.append({"model": name, "length": None, "error": f"OOM building the model: {e}"[:300]})
+        except Exception as e:  # noqa: BLE001 - OOM or a version mismatch: record it, try the next size
+            traceback.print_exc()
+            rows.append({"model": name, "length": None, "error": f"building: {type(e).__name__}: {e}"[:400]})
             write()
             continue
         model = trainer.model
@@ -426,13 +435,14 @@ def main(argv=None) -> int:
                 row["weights_gib"] = torch.cuda.memory_allocated() / GIB
             batch = synthetic_batch(model.config.vocab_size, a.batch, a.prompt_len, T, device)
             t0 = clock.elapsed()
+            cut = False
             try:
                 row["variants"], cut = step_benchmark(trainer, batch, a.variants, clock, a, device.type == "cuda")
                 if not a.no_micro and not clock.over():
                     row["micro"] = micro_benchmarks(model, a.batch, T, clock, device, max(3, a.repeats))
-            except torch.OutOfMemoryError as e:
-                row["error"] = f"OOM: {e}"[:300]
-                cut = False
+            except Exception as e:  # noqa: BLE001 - OOM or a kernel error: keep what was measured, go on
+                traceback.print_exc()
+                row["error"] = f"{type(e).__name__}: {e}"[:400]
                 model.zero_grad(set_to_none=True)
             stopped = stopped or cut
             for s in (row.get("variants") or {}).values():
