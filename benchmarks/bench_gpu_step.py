@@ -2,7 +2,7 @@
 
     python3 benchmarks/bench_gpu_step.py [--out FILE] [--models qwen3-0.6b qwen3-1.7b] [--lengths 4096 8192]
                                          [--batch 2] [--prompt-len 512] [--repeats 5] [--warmup 2]
-                                         [--variants full top20 top20_quantile] [--max-seconds 330]
+                                         [--variants full top20 top20_quantile] [--max-seconds 300]
     python3 benchmarks/bench_gpu_step.py --cpu-smoke --out /tmp/smoke.json     # the same code path, tiny, on CPU
 
 docs/benchmarks/gpu.md says how a session with a GPU runs it (what must be carried) and holds the results.
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per variant (median reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     ap.add_argument("--variants", nargs="+", default=["full", "top20", "top20_quantile"], choices=sorted(VARIANTS))
-    ap.add_argument("--max-seconds", type=float, default=330.0, help="start no new work after this (wall clock)")
+    ap.add_argument("--max-seconds", type=float, default=300.0, help="start no new work after this (wall clock)")
     ap.add_argument("--attn", default="sdpa", help="attn_implementation of the model (sdpa | eager | ...)")
     ap.add_argument("--no-micro", action="store_true", help="skip the entropy / mask-selection micro-benchmarks")
     ap.add_argument("--pack", action="store_true",
