@@ -156,7 +156,7 @@ def _quantile(keys: torch.Tensor, n: int, q: float) -> torch.Tensor:
 
 
 _FAST_ABOVE = 1 << 18  # local top/bottom selection over more elements than this uses _local_select
-_CHUNK = 1 << 18  # elements per chunk of the bracket scan (its scratch masks stay in cache)
+_CHUNK = 1 << 20  # elements per chunk of the bracket scan (its scratch masks stay in cache)
 _Z = 4.0  # bracket half-width in binomial standard deviations of the sample
 
 
