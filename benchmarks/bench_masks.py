@@ -8,8 +8,11 @@ the input is built); the input
 (float32 entropies [N] and a bool response mask with 10% padding) is built first and its memory is the baseline.
 Methods: `sum` (entropy.sum(): one pass, no output), `compare` (entropy > 0.5: one pass writing an N-element bool
 tensor, the least any mask costs: on CPU a fresh output tensor means page faults), `sort` (torch.sort of the
-response entropies), `topk` and `quantile` (trainers.masks.select_tokens, mode top, rho 0.2), and
-`torch_quantile` (TRL's rule; fails above 2**24).
+response entropies), `topk` and `quantile` (trainers.masks.select_tokens, mode top, rho 0.2: at this size the
+chunked `_local_select` path), and `torch_quantile` (TRL's rule; fails above 2**24).
+On a crowded CPU prefer `--threads 1`: with 2 threads each of the scan's many small parallel ops can stall on a
+descheduled worker. `THP_MEM_ALLOC_ENABLE=1` in the environment (huge pages for large tensors) cuts the page-fault
+cost of fresh tensors, for every method alike.
 """
 from __future__ import annotations
 
