@@ -50,6 +50,9 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
         res.timings[name] = clock[-1][0] - clock[-2][0]
         res.cpu_timings[name] = clock[-1][1] - clock[-2][1]
 
+    from harness.io import git_hash
+
+    commit = git_hash()  # before this run rewrites any tracked output (else the tree always looks dirty)
     data = load_grid(results_dir, grid, step, models)
     lap("load")
     issues = list(data.issues)
@@ -161,6 +164,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
                          f"not in the tables (they use k = {k}); they are in summary.csv")
     prov = provenance(config, grid=grid, results_dir=str(results_dir), n_cells=len(data.cells),
                       issues=[vars(i) for i in issues], reading=str(reading_path) if reading is not None else None)
+    prov["git_hash"] = commit
     parts = Parts(grid=grid, out_dir=out, provenance=prov, cells=data.cells, issues=issues, versions=versions,
                   eval_times=sorted(e["time_utc"] for e in data.evals if e.get("time_utc")), tables=md_tables,
                   comparison=comparison, significance=significance, seeds=seeds, figures=figures,
