@@ -14,7 +14,7 @@ are not yet measured.
 ## The whole mini grid (`harness run`)
 
 `/usr/bin/time -v .venv/bin/harness run` from an empty `results/`, 2026-11-28, 2-core CPU, nothing else running:
-**6 min 38 s wall**, peak RSS 0.7 GiB; 19 cells (base + 6 variants x 3 seeds), `jobs=2`. Per stage: warm start
+**6 min 38 s wall**, peak RSS 0.7 GiB (a second run from scratch at commit 4bb375d: 6 min 48 s, every number identical); 19 cells (base + 6 variants x 3 seeds), `jobs=2`. Per stage: warm start
 ~75 s (once, cached), each RL cell 29-40 s wall including its evaluation (k=16, 2 x 200 problems) and, for seed-0
 cells, the overlap and shift analyses; report 1.9 s.
 
