@@ -386,7 +386,7 @@ def _prepare(cells: list[Cell], cfg: DictConfig) -> None:
         cdir.mkdir(parents=True, exist_ok=True)
         if not (cdir / "cell.json").exists():
             atomic_write_json(cdir / "cell.json", c.to_json())
-    for model in sorted({c.model for c in cells}):
+    for model in sorted({c.model for c in cells}):  # once per model, before cells start in parallel
         path = base_model_path(next(c for c in cells if c.model == model), cfg.results_dir)
         print(f"model {model}: {path}")
 
@@ -439,7 +439,7 @@ def main(cfg: DictConfig) -> int:
     if cfg.dry_run:
         print_plan(cells, todo, cfg)
         return 0
-    _prepare(cells, cfg)
+    _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
     if cfg.launcher.name == "slurm":
         from harness.cell_app import submit
@@ -448,7 +448,7 @@ def main(cfg: DictConfig) -> int:
     else:
         failed = _run_local(todo, cfg)
     print(f"grid {cfg.grid.name}: {len(todo) - failed} of {len(todo)} cells completed, {failed} failed")
-    if cfg.get("report") and failed < len(todo) or (cfg.get("report") and not todo):
+    if cfg.get("report") and (failed < len(todo) or not todo):  # something new, or a finished grid
         from harness.report import main as report_main
 
         report_main(load_config("report", [f"grid={cfg.grid.name}", f"results_dir={cfg.results_dir}"]))
