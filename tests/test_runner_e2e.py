@@ -87,6 +87,15 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert (base / "status.json").stat().st_mtime_ns == base_mtime, "a complete cell was run again"
     assert json.loads((full / "train" / "provenance.json").read_text())["resumed_from"].endswith("checkpoint-4")
 
+    # a third run has nothing to do: no cell reruns and the (deleted) warm start is not rebuilt
+    import shutil
+
+    shutil.rmtree(warm)
+    third = harness_run(tiny_grid(kill_dir, warm))
+    out, _ = third.communicate(timeout=300)
+    assert third.returncode == 0 and "3 cells, 0 to run" in out, out
+    assert not warm.exists()
+
     a, b = results(ref_dir), results(kill_dir)
     assert a.keys() == b.keys() and len(a) == 1 + 2 * 2 + 2 + 5   # base + 2 cells x 2 evaluated steps, 2 metrics logs, 5 analysis tables
     assert a == b
