@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +77,10 @@ def last_step(run: Path) -> int | None:
 def run_checkpoints(run: Path, base: str | None) -> list[Checkpoint]:
     """Base model (step 0), every `checkpoints/checkpoint-N` in step order, then `final/` (step = last logged step)."""
     out = [Checkpoint("base", 0, base)] if base else []
-    ckpts = []
-    for p in glob.glob(str(run / "checkpoints" / "checkpoint-*")):
-        m = re.fullmatch(r"checkpoint-(\d+)", Path(p).name)
-        if m and (Path(p) / "config.json").exists():
-            ckpts.append(Checkpoint(Path(p).name, int(m.group(1)), p))
-    out += sorted(ckpts, key=lambda c: c.step)
+    from trainers.train import complete_checkpoints
+
+    ckpts = [Checkpoint(p.name, step, str(p)) for step, p in complete_checkpoints(run).items()]
+    out += ckpts
     if not (run / "final" / "config.json").exists():
         raise ConfigError(f"run={run}: no final model at {run / 'final'} (config.json missing)")
     step = last_step(run)

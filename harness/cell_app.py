@@ -28,9 +28,7 @@ def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
     """Run this node's share of the cell's training under accelerate + DeepSpeed ZeRO-3."""
     import submitit
 
-    from harness.runner import _checkpoints, train_overrides_for
-
-    _checkpoints(cdir / "train", drop_partial=True)
+    from harness.runner import train_overrides_for
 
     env = submitit.JobEnvironment()
     gpus = int(cell.resources.get("gpus_per_node", 8))

@@ -18,6 +18,7 @@ recorded in its status and the others go on. Launchers: `local` (jobs=N at once)
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -67,24 +68,20 @@ class Cell:
 # Planning (pure): grid config -> cells
 
 
-def _cell_id(model: str, variant: str, seed: int, definition: dict) -> str:
+def _cell_id(cell: Cell) -> str:
     """Readable prefix + a hash of the cell's *resolved* configs (training and evaluation).
 
     Editing a preset that a cell uses gives it a new id (a new cell, run afresh); editing nothing
     keeps every id, so finished cells are found again. Output paths are not part of the hash.
     """
-    resolved = {"eval": _resolved("eval", definition["eval_overrides"], drop=("model", "out"))}
-    if variant != "base":
-        cell = Cell(grid="", cell_id="", **{k: (tuple(v) if isinstance(v, list) else v)
-                                            for k, v in definition.items() if k != "analyses"})
-        resolved["train"] = _resolved("train", train_overrides_for(cell), drop=("out", "resume"))
+    resolved = {"eval": _resolved("eval", list(cell.eval_overrides), drop=("model", "out")),
+                "eval_tasks": cell.eval_tasks, "eval_every": cell.eval_every, "analyses": cell.analyses}
+    if cell.eval_only:
+        resolved["model"] = _resolved("train", [f"model={cell.model}", *cell.train_overrides], drop=())["model"]
     else:
-        resolved["model"] = _resolved("train", [f"model={model}", *definition["train_overrides"]], drop=())["model"]
-    resolved["eval_tasks"] = definition["eval_tasks"]
-    resolved["eval_every"] = definition["eval_every"]
-    resolved["analyses"] = definition.get("analyses", [])
+        resolved["train"] = _resolved("train", train_overrides_for(cell), drop=("out", "resume"))
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{model}-{variant}-s{seed}-{digest}"
+    return f"{cell.model}-{cell.variant}-s{cell.seed}-{digest}"
 
 
 def _resolved(name: str, overrides: list[str], drop: tuple[str, ...]) -> dict:
@@ -118,27 +115,20 @@ def plan(grid: DictConfig) -> list[Cell]:
         variants = (["base"] if g.get("base_eval") else []) + list(g["variants"])
         for variant in variants:
             for seed in (g["seeds"] if variant != "base" else [g["seeds"][0]]):
-                definition = {
-                    "model": model, "variant": variant, "seed": int(seed),
-                    "trainer": g["trainer"], "data": g["data"],
-                    "train_overrides": [o for o in (g.get("train_overrides") or [])
-                                        if variant != "base" or o.startswith("model.")],
-                    "eval_tasks": list(ev.get("tasks") or []),
-                    "eval_overrides": list(ev.get("overrides") or []),
-                    "eval_every": ev.get("every_n_steps") if variant != "base" else None,
-                    "analyses": [a for a in (g.get("analyses") or []) if _applies(a, variant, int(seed))],
-                }
-                cells.append(Cell(
-                    grid=g["name"], cell_id=_cell_id(model, variant, int(seed), definition),
-                    model=model, variant=variant, seed=int(seed),
+                base = variant == "base"
+                cell = Cell(
+                    grid=g["name"], cell_id="", model=model, variant=variant, seed=int(seed),
                     trainer=g["trainer"], data=g["data"],
-                    train_overrides=tuple(definition["train_overrides"]),
-                    eval_tasks=tuple(definition["eval_tasks"]),
-                    eval_overrides=tuple(definition["eval_overrides"]),
-                    eval_every=definition["eval_every"],
+                    # a base cell trains nothing: only overrides of its model apply
+                    train_overrides=tuple(o for o in (g.get("train_overrides") or [])
+                                          if not base or o.startswith("model.")),
+                    eval_tasks=tuple(ev.get("tasks") or []),
+                    eval_overrides=tuple(ev.get("overrides") or []),
+                    eval_every=None if base else ev.get("every_n_steps"),
                     resources=dict(resources.get(model) or resources.get("default") or {}),
-                    analyses=tuple(definition["analyses"]),
-                ))
+                    analyses=tuple(a for a in (g.get("analyses") or []) if _applies(a, variant, int(seed))),
+                )
+                cells.append(dataclasses.replace(cell, cell_id=_cell_id(cell)))
     return cells
 
 
@@ -209,32 +199,6 @@ def _last_metrics(cdir: Path) -> dict:
 # Running one cell (in its own process)
 
 
-def _complete(ckpt: Path) -> bool:
-    """transformers writes trainer_state.json last in a checkpoint: without it (or unreadable) it is partial."""
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text())
-        return True
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-
-
-def _checkpoints(train_dir: Path, drop_partial: bool = False) -> dict[int, Path]:
-    """Complete checkpoints by step; with drop_partial, delete the ones a kill left half-written."""
-    import shutil
-
-    out = {}
-    for p in (train_dir / "checkpoints").glob("checkpoint-*"):
-        try:
-            step = int(p.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if _complete(p):
-            out[step] = p
-        elif drop_partial:
-            shutil.rmtree(p, ignore_errors=True)
-    return dict(sorted(out.items()))
-
-
 def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
     """Evaluate one checkpoint into out_dir unless it is already there (summary.csv is written last)."""
     if (out_dir / "summary.csv").exists():
@@ -256,8 +220,9 @@ def _run_analyses(cell: Cell, cdir: Path) -> None:
 
     evals = sorted((cdir / "eval").glob("*/summary.csv"), key=lambda p: (p.parent.name != "base",
                    int(p.parent.name.split("-")[1]) if p.parent.name.startswith("step-") else -1))
-    fields = {"cell_dir": cdir, "eval_dir": evals[-1].parent if evals else cdir / "eval",
-              "base_model": base_model_path(cell, cdir.parents[2]) if cell.analyses else ""}
+    fields = {"cell_dir": cdir, "eval_dir": evals[-1].parent if evals else cdir / "eval", "base_model": ""}
+    if any("{base_model}" in o for a in cell.analyses for o in a.get("overrides", [])):
+        fields["base_model"] = base_model_path(cell, cdir.parents[2])
     for a in cell.analyses:
         out = cdir / "analysis"
         if (out / f"{a['name']}.csv").exists():
@@ -292,7 +257,6 @@ def _train_local(cell: Cell, train_dir: Path) -> None:
     from trainers.train import train
 
     # resume=true: continue from the last complete checkpoint if there is one, else start afresh
-    _checkpoints(train_dir, drop_partial=True)
     train(load_config("train", train_overrides_for(cell, train_dir) + ["resume=true"]))
 
 
@@ -321,7 +285,9 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
                 return
             t1 = time.time()
             if cell.eval_every:
-                for step, ckpt in _checkpoints(train_dir).items():
+                from trainers.train import complete_checkpoints
+
+                for step, ckpt in complete_checkpoints(train_dir).items():
                     _evaluate(cell, str(ckpt), cdir / "eval" / f"step-{step}")
             final_step = int(_last_metrics(cdir).get("step", 0))
             _evaluate(cell, str(train_dir / "final"), cdir / "eval" / f"step-{final_step}")

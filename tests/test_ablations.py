@@ -113,6 +113,9 @@ def run_dir(tiny):
     shutil.copytree(tiny["a"], run / "final")
     shutil.copytree(tiny["a"], run / "checkpoints" / "checkpoint-2")
     shutil.copytree(tiny["b"], run / "checkpoints" / "checkpoint-1")
+    for step in (1, 2):  # transformers writes trainer_state.json last: it marks a checkpoint as complete
+        (run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    shutil.copytree(tiny["b"], run / "checkpoints" / "checkpoint-3")  # cut off by a kill: no trainer_state.json
     (run.parent / "cell.json").write_text("{}")  # a grid cell: <cell>/cell.json, <cell>/train/
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
     return run

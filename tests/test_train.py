@@ -194,3 +194,20 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, math_data_dir):
     # a refill after the resume point, or the test would not cover the refill generator
     assert any(r["gen_batches"] > 1 for r in a[2:]), [r["gen_batches"] for r in a]
     assert a == b
+
+
+def test_complete_checkpoints_skip_and_drop_half_written_ones(tmp_path):
+    """A kill while transformers writes a checkpoint leaves it without trainer_state.json (written last): resume
+    must pick the last complete one, and the main process deletes the partial one."""
+    from trainers.train import complete_checkpoints
+
+    ck = tmp_path / "checkpoints"
+    for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, None), (16, '{"glob')):
+        (ck / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (ck / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (ck / "checkpoint-x").mkdir()
+    assert list(complete_checkpoints(tmp_path)) == [4, 8]
+    assert (ck / "checkpoint-12").exists()  # only listed, not deleted
+    assert list(complete_checkpoints(tmp_path, drop_partial=True)) == [4, 8]
+    assert not (ck / "checkpoint-12").exists() and not (ck / "checkpoint-16").exists()

@@ -270,17 +270,34 @@ def grpo_args(plan: Plan, seed: int):
     )
 
 
-def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | None:
-    """Create the run directory (files only when `write`: the main process); return the checkpoint to resume."""
-    from transformers.trainer_utils import get_last_checkpoint
+def complete_checkpoints(run_dir: str | Path, drop_partial: bool = False) -> dict[int, Path]:
+    """`run_dir/checkpoints/checkpoint-N` by step, only complete ones: transformers writes trainer_state.json last,
+    so a checkpoint without a readable one was cut off by a kill. `drop_partial` deletes those."""
+    import json
 
+    out = {}
+    for p in Path(run_dir, "checkpoints").glob("checkpoint-*"):
+        step = p.name.removeprefix("checkpoint-")
+        if not step.isdigit():
+            continue
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+            out[int(step)] = p
+        except (FileNotFoundError, json.JSONDecodeError):
+            if drop_partial:
+                shutil.rmtree(p, ignore_errors=True)
+    return dict(sorted(out.items()))
+
+
+def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | None:
+    """Create the run directory (files only when `write`: the main process); return the checkpoint to resume:
+    the last complete one (a half-written one left by a kill is deleted by the main process)."""
     out = plan.out
     metrics = out / "metrics.jsonl"
     if metrics.exists() and not resume:
         raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass resume=true or choose another out=")
-    ckpt = None
-    if resume and (out / "checkpoints").is_dir():
-        ckpt = get_last_checkpoint(str(out / "checkpoints"))
+    ckpts = complete_checkpoints(out, drop_partial=write) if resume else {}
+    ckpt = str(ckpts[max(ckpts)]) if ckpts else None
     if not write:
         return ckpt
     out.mkdir(parents=True, exist_ok=True)
