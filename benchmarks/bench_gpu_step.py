@@ -97,9 +97,10 @@ def parse_args(argv=None):
 
 
 def use_repo_and_carried_packages() -> None:
-    """Put the repository and `.whl/py` (packages carried to a GPU machine, docs/benchmarks/gpu.md) first on
-    sys.path, so `python3 benchmarks/bench_gpu_step.py` works there without installing the project."""
-    for p in (REPO / ".whl" / "py", REPO):
+    """Put the repository, benchmarks/ (bench_step's synthetic batch) and `.whl/py` (packages carried to a GPU
+    machine, docs/benchmarks/gpu.md) first on sys.path, so `python3 benchmarks/bench_gpu_step.py` works there
+    without installing the project."""
+    for p in (REPO / "benchmarks", REPO / ".whl" / "py", REPO):
         if p.is_dir() and str(p) not in sys.path:
             sys.path.insert(0, str(p))
 
@@ -216,25 +217,6 @@ def enable_checkpointing(model, args) -> None:
 
 def checkpointing_on(model) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-
-
-def synthetic_batch(vocab: int, B: int, P: int, T: int, device) -> dict:
-    """Fixed micro-batch as benchmarks/bench_step.py: random ids, ~10% of response positions padded."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    completion_mask = torch.ones(B, T, dtype=torch.long)
-    lengths = torch.randint(int(T * 0.8), T + 1, (B,), generator=g)
-    completion_mask[torch.arange(T)[None, :] >= lengths[:, None]] = 0
-    batch = {
-        "prompt_ids": torch.randint(4, vocab, (B, P), generator=g),
-        "prompt_mask": torch.ones(B, P, dtype=torch.long),
-        "completion_ids": torch.randint(4, vocab, (B, T), generator=g),
-        "completion_mask": completion_mask,
-        "advantages": torch.randn(B, generator=g),
-        "num_items_in_batch": completion_mask.sum(),
-    }
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def estimate_step_bytes(n_params: int, m: dict, B: int, S: int) -> int:
@@ -363,6 +345,7 @@ def print_table(rows: list[dict], variants: list[str]) -> None:
 def main(argv=None) -> int:
     a = parse_args(argv)
     use_repo_and_carried_packages()
+    from bench_step import synthetic_batch  # the same fixed micro-batch as the CPU step benchmark
     if a.pack:
         pack(REPO / ".whl" / "py")
         return 0

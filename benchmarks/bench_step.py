@@ -21,6 +21,25 @@ VARIANTS = {"full": ("all", 1.0), "top10": ("top", 0.1), "top20": ("top", 0.2), 
             "bottom80": ("bottom", 0.8), "random20": ("random", 0.2)}
 
 
+def synthetic_batch(vocab: int, B: int, P: int, T: int, device) -> dict:
+    """A fixed micro-batch: random prompt/completion ids, ~10% of completion positions padded, random advantages."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    completion_mask = torch.ones(B, T, dtype=torch.long)  # [B, T]
+    lengths = torch.randint(int(T * 0.8), T + 1, (B,), generator=g)
+    completion_mask[torch.arange(T)[None, :] >= lengths[:, None]] = 0
+    batch = {
+        "prompt_ids": torch.randint(4, vocab, (B, P), generator=g),
+        "prompt_mask": torch.ones(B, P, dtype=torch.long),
+        "completion_ids": torch.randint(4, vocab, (B, T), generator=g),
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(B, generator=g),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hidden", type=int, default=16)
@@ -52,20 +71,7 @@ def main() -> None:
     model = trainer.model
     model.train()
     trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by train() otherwise
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    B, P, T = a.batch, a.prompt_len, a.completion_len
-    completion_mask = torch.ones(B, T, dtype=torch.long)
-    lengths = torch.randint(int(T * 0.8), T + 1, (B,), generator=g)
-    completion_mask[torch.arange(T)[None, :] >= lengths[:, None]] = 0
-    batch = {
-        "prompt_ids": torch.randint(4, vocab, (B, P), generator=g),
-        "prompt_mask": torch.ones(B, P, dtype=torch.long),
-        "completion_ids": torch.randint(4, vocab, (B, T), generator=g),
-        "completion_mask": completion_mask,
-        "advantages": torch.randn(B, generator=g),
-        "num_items_in_batch": completion_mask.sum(),
-    }
+    batch = synthetic_batch(model.config.vocab_size, a.batch, a.prompt_len, a.completion_len, "cpu")
     times = {v: [] for v in a.variants}
     for i in range(a.repeats + 2):
         for v in a.variants:
@@ -78,8 +84,8 @@ def main() -> None:
             if i >= 2:  # two warm-up rounds
                 times[v].append(dt)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: hidden {a.hidden}, layers {a.layers}, {n_params:,} parameters; micro-batch {B} x "
-          f"(prompt {P} + completion {T}) tokens; selection {a.selection}; threads {a.threads}; "
+    print(f"model: hidden {a.hidden}, layers {a.layers}, {n_params:,} parameters; micro-batch {a.batch} x "
+          f"(prompt {a.prompt_len} + completion {a.completion_len}) tokens; selection {a.selection}; threads {a.threads}; "
           f"{a.repeats} rounds")
     ref = statistics.median(times[a.variants[0]])
     print(f"{'variant':<10}{'median s':>10}{'best s':>10}{'vs ' + a.variants[0]:>12}")

@@ -10,8 +10,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_step", REPO / "benchmarks" / "bench_gpu_step.py")
+def _bench(name="bench_gpu_step"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -55,7 +55,7 @@ def test_loss_path_sends_gradient_through_checkpointed_layers(tmp_path):
     model = bench.build_model("smoke", torch.device("cpu"), "sdpa")
     trainer = bench.make_dapo_trainer(model, 2, 64, str(tmp_path / "run"), cuda=False)
     assert bench.checkpointing_on(trainer.model)
-    batch = bench.synthetic_batch(1000, 2, 16, 64, torch.device("cpu"))
+    batch = _bench("bench_step").synthetic_batch(1000, 2, 16, 64, torch.device("cpu"))
     trainer.dapo.mask_mode, trainer.dapo.mask_rho, trainer.dapo.mask_selection = bench.VARIANTS["top20"]
     trainer._compute_loss(trainer.model, batch).backward()
     g = trainer.model.model.layers[0].mlp.down_proj.weight.grad

@@ -23,12 +23,24 @@ def _plt():
     return plt, sns
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    """Lay out (unless the caller fixed the spacing), write atomically like harness.io, and close the figure."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    tmp.replace(path)  # atomic, like harness.io
+    tmp.replace(path)
+    plt.close(fig)
     return path
+
+
+def _legend_right(sns, axes) -> None:
+    """Move the legend of the last panel of the first row outside, to its right."""
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
 
 
 def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Options, variant: str,
@@ -73,10 +85,7 @@ def scaling_plot(long: pd.DataFrame, published: pd.DataFrame | None, opts: Optio
     ax.set_ylabel(f"{variant} - {opts.reference} (Acc, points)")
     ax.set_title(f"Scaling: {variant} minus {opts.reference}")
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out, ""
+    return _save(fig, path), ""
 
 
 def _grid(plt, nrows: int, ncols: int, w: float = 3.0, h: float = 2.4):
@@ -104,12 +113,8 @@ def rho_sweep_plot(long: pd.DataFrame, opts: Options, path: Path) -> tuple[Path 
         ax.set_title(model)
         ax.set_xlabel("rho (share of tokens trained on)")
         ax.set_ylabel("Acc (%)")
-    if axes[0][-1].get_legend():
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out, ""
+    _legend_right(sns, axes)
+    return _save(fig, path), ""
 
 
 TRAIN_PANELS = {"reward_mean": "reward (mean)", "entropy_mean": "entropy (nats, all response tokens)",
@@ -185,9 +190,7 @@ def training_curves(curves: pd.DataFrame, path: Path) -> tuple[Path | None, str]
     # fixed spacing instead of tight_layout: one draw less, which is most of this figure's time
     fig.subplots_adjust(left=0.07, right=0.98, bottom=bottom, top=1 - 0.25 / height, wspace=0.28,
                         hspace=0.5)
-    out = _save(fig, path)
-    plt.close(fig)
-    return out, ""
+    return _save(fig, path, tight=False), ""
 
 
 def passk_plot(curves: pd.DataFrame, opts: Options, path: Path) -> tuple[Path | None, str]:
@@ -207,9 +210,5 @@ def passk_plot(curves: pd.DataFrame, opts: Options, path: Path) -> tuple[Path | 
         ax.set_xscale("log", base=2)
         ax.set_title(model, fontsize=9)
         ax.set_ylabel(f"pass@k (%), mean of {len(avg_set)} benchmarks")
-    if axes[0][-1].get_legend():
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out, ""
+    _legend_right(sns, axes)
+    return _save(fig, path), ""

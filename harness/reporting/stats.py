@@ -26,16 +26,6 @@ from typing import Sequence
 import numpy as np
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), as a fraction; needs k <= n."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    if n - c < k:
-        return 1.0
-    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): the numerically stable product form
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def rng_for(seed: int, *key: object) -> np.random.Generator:
     """A generator seeded by (seed, key), stable across runs and independent of call order."""
     return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
@@ -142,7 +132,7 @@ def combine_cis(cis: Sequence[tuple[float, float]], alpha: float) -> float:
 
 
 def pass_at_k_vec(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    """pass_at_k for arrays n, c [P] at once; problems with n < k give NaN.
+    """harness.metrics.pass_at_k for arrays n, c [P] at once; problems with n < k give NaN.
 
     C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i); a factor reaches 0 when fewer than k responses are wrong.
     """
