@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from ablations.token_entropy import chunked_entropy
-from harness.config import ConfigError
-from harness.io import atomic_write_json, atomic_write_text, provenance, read_jsonl
+from harness.core.config import ConfigError
+from harness.core.io import atomic_write_json, atomic_write_text, provenance, read_jsonl
 
 @dataclass
 class Response:

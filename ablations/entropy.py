@@ -18,7 +18,7 @@ import torch
 
 from ablations import common
 from ablations.token_entropy import entropy_summary
-from harness.config import ConfigError
+from harness.core.config import ConfigError
 
 
 def token_table(responses: list[common.Response], entropies: list[torch.Tensor], tokenizer, min_count: int,

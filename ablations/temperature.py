@@ -20,8 +20,8 @@ import pandas as pd
 
 from ablations import common
 from ablations.token_entropy import EntropyTemperatureProcessor
-from harness.config import ConfigError
-from harness.io import atomic_write_jsonl
+from harness.core.config import ConfigError
+from harness.core.io import atomic_write_jsonl
 
 
 def settings(t_high, t_low, fixed: float, sweep: str) -> list[tuple[float, float]]:

@@ -177,7 +177,7 @@ def build_model(name: str, device, attn: str):
 
 def make_dapo_trainer(model, batch: int, length: int, out_dir: str, cuda: bool):
     """A DAPOTrainer built as trainers.train.make_trainer builds it, around an in-memory model."""
-    from harness.config import load_config
+    from harness.core.config import load_config
     from trainers.dapo import DAPOTrainer
     from trainers.tiny import build_tokenizer
     from trainers.train import grpo_args, validate
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
     import transformers
     import trl
 
-    from harness.io import atomic_write_json, provenance
+    from harness.core.io import atomic_write_json, provenance
 
     clock = Clock(device, a.max_seconds)
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (--cpu-smoke)",

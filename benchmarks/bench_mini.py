@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.io import REPO_ROOT, atomic_write_json, provenance, read_jsonl
+from harness.core.io import REPO_ROOT, atomic_write_json, provenance, read_jsonl
 
 TASKS = {"mini_id": "harness/tasks/mini/mini_id.yaml", "mini_ood": "harness/tasks/mini/mini_ood.yaml"}
 
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--train-override", action="append", default=[], help="extra `harness train` override")
     a = ap.parse_args()
 
-    from harness.config import load_config, to_dict
+    from harness.core.config import load_config, to_dict
     from harness.mini.warmstart import WarmStartConfig, ensure_warm_start, train_warm_start
 
     model_cfg = to_dict(load_config("train", ["model=mini", "data=mini", "out=x"]))["model"]

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.scoring import close_pool, score_math
+from harness.core.scoring import close_pool, score_math
 from harness.tasks.math.utils import gold_of
 
 TASKS = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]

@@ -55,7 +55,7 @@ def main() -> None:
 
     import torch
 
-    from harness.config import load_config
+    from harness.core.config import load_config
     from trainers.train import make_trainer
 
     torch.set_num_threads(a.threads)

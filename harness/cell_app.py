@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness.io import CONFIG_DIR, REPO_ROOT
+from harness.core.io import CONFIG_DIR, REPO_ROOT
 
 
 def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:

@@ -38,7 +38,7 @@ Arguments are Hydra overrides, e.g.  harness train model=tiny variant=top20 trai
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.config import ConfigError, load_config
+    from harness.core.config import ConfigError, load_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):

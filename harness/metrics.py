@@ -9,7 +9,7 @@ problem, then averaged over problems, and its 95% confidence interval is a perce
   for k <= n.
 - maj@k: the most frequent extracted answer among the first k samples is correct (samples without an answer do
   not vote; ties go to the answer seen first). Answers are grouped by their normalised text
-  (`harness.scoring.normalize_answer`), so two equivalent answers written differently vote separately: a
+  (`harness.core.scoring.normalize_answer`), so two equivalent answers written differently vote separately: a
   stated simplification (maj@k is not in the paper).
 - len@k: mean response length in tokens (the paper's Len@16).
 - truncated, no_answer: shares of samples cut at the generation limit and of samples with no extractable answer.
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.scoring import normalize_answer
+from harness.core.scoring import normalize_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -31,7 +31,7 @@ def options_from_config(cfg) -> tb.Options:
 
 
 def main(cfg) -> int:
-    from harness.config import ConfigError, to_dict
+    from harness.core.config import ConfigError, to_dict
 
     grid = str(cfg.grid.name) if hasattr(cfg.grid, "name") else str(cfg.grid)
     results_dir = Path(cfg.results_dir)

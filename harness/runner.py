@@ -32,8 +32,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import ConfigError, load_config, to_dict
-from harness.io import REPO_ROOT, atomic_write_json, provenance
+from harness.core.config import ConfigError, load_config, to_dict
+from harness.core.io import REPO_ROOT, atomic_write_json, provenance
 
 STATES = ("pending", "running", "complete", "failed")
 

@@ -13,7 +13,7 @@ from ablations.token_entropy import (EntropyTemperatureProcessor, chunked_entrop
                                      entropy_summary, naive_entropy, overlap_pct, percentile_bins,
                                      top_fraction_mask)
 from harness.cli import main as cli
-from harness.io import read_jsonl
+from harness.core.io import read_jsonl
 
 # ---------------------------------------------------------------- pure math
 
@@ -303,8 +303,8 @@ def test_bad_config_fails_before_loading_a_model(args, capsys):
 
 @pytest.mark.parametrize("name", ["entropy", "overlap", "shift", "temperature"])
 def test_analyze_config_composes_and_every_key_is_documented(name):
-    from harness.config import load_config
-    from harness.io import CONFIG_DIR
+    from harness.core.config import load_config
+    from harness.core.io import CONFIG_DIR
 
     cfg = load_config(f"analyze/{name}", ["out=/tmp/x"])
     assert cfg.out == "/tmp/x"

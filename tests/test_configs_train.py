@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from harness.config import ConfigError, load_config
-from harness.io import CONFIG_DIR, REPO_ROOT
+from harness.core.config import ConfigError, load_config
+from harness.core.io import CONFIG_DIR, REPO_ROOT
 from trainers.masks import check_mask_args
 from trainers.train import TrainerSpec, validate
 

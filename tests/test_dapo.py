@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.config import load_config
-from harness.io import read_jsonl
+from harness.core.config import load_config
+from harness.core.io import read_jsonl
 from trainers.dapo import concat_batches, dapo_token_loss, filter_groups
 from trainers.data import DAPO_PREFIX, DAPO_SUFFIX, PAPER_TEMPLATE, load_local, problem_and_answer
 from trainers.rewards import digit_fraction_reward, math_reward, overlong_penalty, overlong_reward

@@ -8,7 +8,7 @@ import pytest
 from harness.cli import main as cli_main
 from harness.evaluation import evaluate
 from harness.evaluation.core import SUMMARY_COLUMNS
-from harness.io import read_jsonl
+from harness.core.io import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import pytest
 
 from harness.evaluation import evaluate
 from harness.evaluation.tasks import expand_tasks, list_tasks, load_scorer, raw_config, task_info, task_manager
-from harness.io import read_jsonl
-from harness.scoring import Score
+from harness.core.io import read_jsonl
+from harness.core.scoring import Score
 from harness.tasks.math.utils import gold_of, problem_of
 
 MATH = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]
@@ -132,7 +132,7 @@ def test_code_tasks_are_refused_without_allow_code_execution(tmp_path):
 
 def test_every_eval_config_key_is_documented():
     # each leaf key of configs/eval.yaml has a comment line right above it
-    from harness.io import CONFIG_DIR
+    from harness.core.io import CONFIG_DIR
 
     lines = (CONFIG_DIR / "eval.yaml").read_text().splitlines()
     undocumented = []
@@ -143,6 +143,6 @@ def test_every_eval_config_key_is_documented():
         if i == 0 or not lines[i - 1].strip().startswith("#"):
             undocumented.append(m.group(2))
     assert not undocumented, f"configs/eval.yaml keys without a comment: {undocumented}"
-    from harness.config import load_config
+    from harness.core.config import load_config
 
     load_config("eval", [])  # and it composes

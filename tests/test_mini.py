@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import load_config, to_dict
-from harness.io import CONFIG_DIR, REPO_ROOT
+from harness.core.config import load_config, to_dict
+from harness.core.io import CONFIG_DIR, REPO_ROOT
 from harness.mini.task import (FormatMismatch, TaskFormat, check_format, format_answer, load_train, make_problems,
                                noisy_trace, read_format, reward, write_format)
 from harness.mini.tokenizer import build_tokenizer

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.io import REPO_ROOT
+from harness.core.io import REPO_ROOT
 from harness.report import build_report
 from harness.reporting import stats
 from harness.reporting.load import SUMMARY_COLUMNS, read_samples

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.config import load_config
+from harness.core.config import load_config
 from harness.runner import plan, read_status
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main as cli
-from harness.config import ConfigError, load_config
-from harness.io import CONFIG_DIR
+from harness.core.config import ConfigError, load_config
+from harness.core.io import CONFIG_DIR
 from harness.runner import plan, validate
 
 GRIDS = sorted(p.stem for p in (CONFIG_DIR / "grid").glob("*.yaml"))

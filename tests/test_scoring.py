@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness.scoring import (KILL_GRACE_S, Score, ScoringPool, extract_boxed, normalize_answer, score_math,
+from harness.core.scoring import (KILL_GRACE_S, Score, ScoringPool, extract_boxed, normalize_answer, score_math,
                              value_bits)
 
 
@@ -134,7 +134,7 @@ def test_shortcuts_agree_with_plain_math_verify(math_data_dir):
 
     from math_verify import LatexExtractionConfig, parse, verify
 
-    from harness.scoring import _check
+    from harness.core.scoring import _check
     from harness.tasks.math.utils import gold_of
 
     golds = []

@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from harness.cli import main as cli
-from harness.config import ConfigError, load_config
-from harness.io import read_jsonl
+from harness.core.config import ConfigError, load_config
+from harness.core.io import read_jsonl
 from trainers.train import train
 
 VARIANT_RHO = {"full": 1.0, "top10": 0.1, "top20": 0.2, "top50": 0.5, "bottom80": 0.8, "random20": 0.2}

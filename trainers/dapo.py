@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
-from harness.io import append_jsonl
+from harness.core.io import append_jsonl
 from trainers.masks import aggregate_loss, check_mask_args, check_normalizer, select_tokens
 
 LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}

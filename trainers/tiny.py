@@ -72,7 +72,7 @@ def build_tiny(out_dir: str | Path, seed: int = 0, hidden_size: int = 16, num_la
 
 def main(cfg) -> int:
     """`harness tiny out=DIR seed=0 hidden_size=16 ...` (configs/tiny.yaml)."""
-    from harness.config import ConfigError, to_dict
+    from harness.core.config import ConfigError, to_dict
 
     args = to_dict(cfg)
     out = args.pop("out", None)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.config import ConfigError, require_choice, to_dict
-from harness.io import REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
+from harness.core.config import ConfigError, require_choice, to_dict
+from harness.core.io import REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -5,7 +5,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import ConfigError
+from harness.core.config import ConfigError
 
 
 def _kwargs(cfg: DictConfig) -> dict:

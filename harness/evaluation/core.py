@@ -32,7 +32,7 @@ from harness import metrics as M
 from harness.evaluation import backends, replay
 from harness.evaluation.tasks import (build_task, call_scorer, data_file, expand_tasks, load_scorer, raw_config,
                                       read_docs, task_info, to_jsonable)
-from harness.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance
+from harness.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance
 
 log = logging.getLogger(__name__)
 

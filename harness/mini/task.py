@@ -156,7 +156,7 @@ def load_train(cfg_data: Mapping[str, Any]):
     """
     import datasets
 
-    from harness.io import REPO_ROOT
+    from harness.core.io import REPO_ROOT
 
     fmt = TaskFormat.from_config(cfg_data.get("format"))
     if cfg_data.get("model_path"):
@@ -168,7 +168,7 @@ def load_train(cfg_data: Mapping[str, Any]):
 
 def write_format(model_dir: str | Path, fmt: TaskFormat) -> Path:
     """Record `fmt` in the model's config.json (key `mini_task`), so every save_pretrained copy keeps it."""
-    from harness.io import atomic_write_json
+    from harness.core.io import atomic_write_json
 
     path = Path(model_dir) / "config.json"
     config = json.loads(path.read_text())

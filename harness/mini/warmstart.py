@@ -148,7 +148,7 @@ def check_gate(stats: dict, cfg: WarmStartConfig) -> None:
 
 def train_warm_start(cfg: WarmStartConfig, out_dir: str | Path, log_every: int = 100, verbose: bool = False) -> dict:
     """Train from scratch into `out_dir` (save_pretrained layout + tokenizer + format file); return gate stats."""
-    from harness.io import atomic_write_json, provenance
+    from harness.core.io import atomic_write_json, provenance
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -194,7 +194,7 @@ def ensure_warm_start(model_cfg: Mapping[str, Any], verbose: bool = False) -> Pa
     makes concurrent callers (two cells starting at once) train it only once."""
     import fcntl
 
-    from harness.io import REPO_ROOT
+    from harness.core.io import REPO_ROOT
 
     if not isinstance(model_cfg, dict):
         from omegaconf import OmegaConf
@@ -227,7 +227,7 @@ def _ensure_locked(cfg: WarmStartConfig, path: Path, verbose: bool) -> Path:
         shutil.rmtree(failed, ignore_errors=True)
         tmp.rename(failed)
         raise
-    from harness.io import atomic_write_json
+    from harness.core.io import atomic_write_json
 
     atomic_write_json(tmp / "warmstart.json", {**json.loads((tmp / "warmstart.json").read_text()), "gate_passed": True})
     shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.io import REPO_ROOT, atomic_write_json, atomic_write_text, provenance
+from harness.core.io import REPO_ROOT, atomic_write_json, atomic_write_text, provenance
 from harness.reporting import analyses as an
 from harness.reporting import figures as figs
 from harness.reporting import tables as tb
@@ -50,7 +50,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
         res.timings[name] = clock[-1][0] - clock[-2][0]
         res.cpu_timings[name] = clock[-1][1] - clock[-2][1]
 
-    from harness.io import git_hash
+    from harness.core.io import git_hash
 
     commit = git_hash()  # before this run rewrites any tracked output (else the tree always looks dirty)
     data = load_grid(results_dir, grid, step, models)

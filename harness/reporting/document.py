@@ -16,7 +16,7 @@ from harness.reporting.tables import df_markdown, markdown_table
 class Parts:
     grid: str
     out_dir: Path
-    provenance: dict                         # harness.io.provenance() of this report run
+    provenance: dict                         # harness.core.io.provenance() of this report run
     cells: pd.DataFrame
     issues: list[Issue]
     versions: pd.DataFrame                   # tables.version_checks

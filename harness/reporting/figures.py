@@ -24,7 +24,7 @@ def _plt():
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
-    """Lay out (unless the caller fixed the spacing), write atomically like harness.io, and close the figure."""
+    """Lay out (unless the caller fixed the spacing), write atomically like harness.core.io, and close the figure."""
     import matplotlib.pyplot as plt
 
     if tight:

@@ -43,7 +43,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from harness.sandbox import CodeExecutionNotAllowed, Limits, require_opt_in, run_python
-from harness.scoring import Score
+from harness.core.scoring import Score
 
 PAPER_WINDOW = ("2024-08-01", "2025-02-01")  # [start, end): LiveCodeBench v5 problems as in the paper
 TIMEOUT_S = 6.0  # per test, wall clock (LCB's default)

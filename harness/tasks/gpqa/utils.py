@@ -6,7 +6,7 @@ answers are shuffled with a seed derived from the question (sha256 of `Record ID
 so every run shows the same letters (lm-eval's gpqa task shuffles without a seed). The prompt is the paper's
 math prompt with the choices and "the letter of the correct choice" in place of "your final answer".
 
-Scoring: the last `\\boxed{...}` (harness.scoring.extract_boxed); its content is read as a letter if it is
+Scoring: the last `\\boxed{...}` (harness.core.scoring.extract_boxed); its content is read as a letter if it is
 one of A-D, optionally in parentheses, in `\\text{}`/`\\textbf{}`, or followed by `)`, `.`, `:` and the
 answer text ("B", "(B)", "\\text{B}", "B) 42"). No box -> status "no_answer"; a box without a letter is wrong
 with status "ok" and the box content as `extracted`.
@@ -17,7 +17,7 @@ import hashlib
 import random
 import re
 
-from harness.scoring import Score, extract_boxed
+from harness.core.scoring import Score, extract_boxed
 
 LETTERS = "ABCD"
 _ALONE_RE = re.compile(r"\(?\s*([A-Da-d])\s*\)?[.:]?")  # "B", "(b)", "B."

@@ -7,7 +7,7 @@ the first of `answer`, `Answer`, `final_answer` (a list is joined with ", "; a f
 """
 from __future__ import annotations
 
-from harness.scoring import Score, extract_boxed, score_math
+from harness.core.scoring import Score, extract_boxed, score_math
 
 PROBLEM_FIELDS = ("problem", "Problem", "question")
 GOLD_FIELDS = ("answer", "Answer", "final_answer")

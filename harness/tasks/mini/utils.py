@@ -8,7 +8,7 @@ the same arguments. The in-distribution set uses the training format and a seed 
 from __future__ import annotations
 
 from harness.mini.task import TaskFormat, is_correct, make_problems, normalize
-from harness.scoring import Score
+from harness.core.scoring import Score
 
 
 def dataset(rounds: int, items: int, values: int, n: int, seed: int, min_items: int = 0, **_metadata):

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from harness.io import CONFIG_DIR
+from harness.core.io import CONFIG_DIR
 
 
 class ConfigError(ValueError):

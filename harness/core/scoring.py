@@ -24,7 +24,7 @@
    such as 2^{2^{2^{2^{2^2}}}} or (10^{10})!, bounded from the parsed tree by `value_bits` without evaluating
    it): sympy would otherwise spend the whole timeout on it. Statuses are counted by the caller (metrics: `no_answer`).
 
-Workers are a persistent pool of `python -m harness.scoring` processes (started once per calling process,
+Workers are a persistent pool of `python -m harness.core.scoring` processes (started once per calling process,
 about a second; restarted only after a kill), so the trainer can call `score_math` once per batch without
 process start-up. `workers=0` scores in the calling process (main thread only; no protection against
 C-level hangs): for debugging. The pool is not thread-safe: call `score_math` from one thread.
@@ -297,7 +297,7 @@ def _worker(conn_in: Connection, conn_out: Connection) -> None:
 # ---------------------------------------------------------------- the pool
 
 class _Worker:
-    """One `python -m harness.scoring` child process talking over two pipes (pickled messages).
+    """One `python -m harness.core.scoring` child process talking over two pipes (pickled messages).
 
     A plain subprocess rather than multiprocessing: spawn/forkserver re-import the caller's __main__ (a
     script without a main guard would run again in every worker), and fork would copy the parent's threads."""
@@ -307,7 +307,7 @@ class _Worker:
         r_from_child, w_from_child = os.pipe()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.scoring", str(r_to_child), str(w_from_child)],
+            [sys.executable, "-m", "harness.core.scoring", str(r_to_child), str(w_from_child)],
             pass_fds=(r_to_child, w_from_child), stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         os.close(r_to_child)
         os.close(w_from_child)
@@ -385,8 +385,8 @@ class ScoringPool:
             for w in [w for w in pending if now - last[w] > deadline]:
                 self._fail(w, pending, queue, out, "timeout")  # hung where no signal reaches (C code)
             if not any(wk.ready for wk in self._workers) and any(wk.proc.poll() is not None for wk in self._workers):
-                raise RuntimeError("harness.scoring: worker processes exit at start-up; run "
-                                   f"`{sys.executable} -m harness.scoring 0 1` to see why")
+                raise RuntimeError("harness.core.scoring: worker processes exit at start-up; run "
+                                   f"`{sys.executable} -m harness.core.scoring 0 1` to see why")
         return out
 
     def _fail(self, w, pending, queue, out, status) -> None:
@@ -472,5 +472,5 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
     return results  # type: ignore[return-value]
 
 
-if __name__ == "__main__":  # a worker: python -m harness.scoring <read fd> <write fd>
+if __name__ == "__main__":  # a worker: python -m harness.core.scoring <read fd> <write fd>
     _worker(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
