@@ -17,7 +17,7 @@ Rates are in percent, lengths in tokens.
 """
 from __future__ import annotations
 
-import math
+import zlib
 from collections import Counter
 from typing import Sequence
 
@@ -26,13 +26,25 @@ import numpy as np
 from harness.core.scoring import normalize_answer
 
 
+def pass_at_k_curve(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray, k_max: int) -> np.ndarray:
+    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) for k = 1..k_max, per problem -> [P, k_max] (fractions).
+
+    n, c [P]: samples and correct samples per problem. C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i), so a
+    running product gives every k at once; a factor reaches 0 when fewer than k samples are wrong. Needs
+    0 <= c <= n and k_max <= min(n).
+    """
+    n, c = np.asarray(n, dtype=float), np.asarray(c, dtype=float)  # [P]
+    if n.size and (k_max < 1 or k_max > n.min() or (c < 0).any() or (c > n).any()):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got k={k_max}, "
+                         f"n in [{n.min():g}, {n.max():g}], c in [{c.min():g}, {c.max():g}]")
+    i = np.arange(k_max)  # [K]
+    ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, K]
+    return 1.0 - np.cumprod(ratio, axis=1)  # [P, K]
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) for one problem with n samples of which c are correct."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    """pass@k of one problem with n samples of which c are correct (`pass_at_k_curve` at one k)."""
+    return float(pass_at_k_curve([n], [c], k)[0, k - 1])
 
 
 def majority_correct(extracted: Sequence[str | None], correct: Sequence[bool]) -> bool:
@@ -46,6 +58,44 @@ def majority_correct(extracted: Sequence[str | None], correct: Sequence[bool]) -
     return bool(next(c for k, c in zip(keys, correct) if k == winner))
 
 
+def rng_for(seed: int, *key: object) -> np.random.Generator:
+    """A generator seeded by (seed, key), stable across runs and independent of call order."""
+    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+
+
+class Resampler:
+    """Percentile bootstrap over problems: B x P count matrices, cached per (P, stream).
+
+    The resampling weights depend only on (seed, stream, number of problems); the stream names the benchmark, so
+    every comparison over one benchmark reuses one matrix (each is still a valid bootstrap and results do not
+    depend on the order of computation), a resample mean is one matrix product, and two benchmarks of equal size
+    are still resampled independently.
+    """
+
+    def __init__(self, n_boot: int = 2000, seed: int = 0):
+        self.n_boot, self.seed = n_boot, seed
+        self._counts: dict[tuple[int, object], np.ndarray] = {}
+
+    def counts(self, p: int, stream: object = 0) -> np.ndarray:
+        """[B, P] how often each problem is drawn in each resample (rows sum to P)."""
+        if (p, stream) not in self._counts:
+            idx = rng_for(self.seed, "problems", p, stream).integers(0, p, size=(self.n_boot, p))  # [B, P]
+            flat = (idx + np.arange(self.n_boot)[:, None] * p).ravel()
+            self._counts[(p, stream)] = np.bincount(flat, minlength=self.n_boot * p).reshape(
+                self.n_boot, p).astype(float)
+        return self._counts[(p, stream)]
+
+    def means(self, x: np.ndarray, stream: object = 0) -> np.ndarray:
+        """Means of the B resamples of x [P] -> [B]."""
+        return self.counts(len(x), stream) @ x / len(x)
+
+
+def percentile_ci(reps: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The (alpha/2, 1 - alpha/2) percentiles of bootstrap replicates."""
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(values: Sequence[float], iters: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of per-problem `values` (resampling problems)."""
@@ -54,12 +104,7 @@ def bootstrap_ci(values: Sequence[float], iters: int = 2000, confidence: float =
         return float("nan"), float("nan")
     if v.size == 1 or iters <= 0:
         return float(v.mean()), float(v.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(iters, v.size))  # [iters, P]
-    means = v[idx].mean(axis=1)  # [iters]
-    alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return percentile_ci(Resampler(iters, seed).means(v), 1.0 - confidence)
 
 
 def per_problem_metrics(correct: Sequence[Sequence[bool]], extracted: Sequence[Sequence[str | None]],
@@ -74,10 +119,11 @@ def per_problem_metrics(correct: Sequence[Sequence[bool]], extracted: Sequence[S
     n_samples = n.pop()
     out: dict[tuple[str, int], list[float]] = {}
     out[("avg@k", n_samples)] = [sum(c) / n_samples for c in correct]
-    for k in ks:
-        if k > n_samples:
-            continue
-        out[("pass@k", k)] = [pass_at_k(n_samples, int(sum(c)), k) for c in correct]
+    ks = [k for k in ks if k <= n_samples]
+    if ks:
+        curve = pass_at_k_curve([n_samples] * len(correct), [sum(c) for c in correct], max(ks))  # [P, K]
+        for k in ks:
+            out[("pass@k", k)] = curve[:, k - 1].tolist()
     out[("maj@k", n_samples)] = [float(majority_correct(e, c)) for e, c in zip(extracted, correct)]
     out[("len@k", n_samples)] = [float(np.mean(l)) for l in lengths]
     if truncated is not None:

@@ -3,9 +3,12 @@ import itertools
 import math
 import random
 
+import numpy as np
+
 import pytest
 
-from harness.metrics import bootstrap_ci, majority_correct, pass_at_k, per_problem_metrics, summarize
+from harness.metrics import (bootstrap_ci, majority_correct, pass_at_k, pass_at_k_curve, per_problem_metrics,
+                             summarize)
 
 
 @pytest.mark.parametrize("n, c, k, expected", [
@@ -80,13 +83,12 @@ def test_unequal_sample_counts_fail():
 
 
 def test_bootstrap_ci_matches_a_plain_loop():
-    # the vectorised bootstrap equals a plain resampling loop with the same random indices
-    import numpy as np
+    # the vectorised bootstrap (count matrices) equals a plain resampling loop with the same random indices
+    from harness.metrics import rng_for
 
     values = [random.Random(s).random() for s in range(30)]
     lo, hi = bootstrap_ci(values, iters=500, confidence=0.9, seed=3)
-    rng = np.random.default_rng(3)
-    idx = rng.integers(0, 30, size=(500, 30))
+    idx = rng_for(3, "problems", 30, 0).integers(0, 30, size=(500, 30))  # Resampler's draw for 30 problems
     means = sorted(sum(values[i] for i in row) / 30 for row in idx)
     assert lo == pytest.approx(float(np.quantile(means, 0.05)))
     assert hi == pytest.approx(float(np.quantile(means, 0.95)))
@@ -103,3 +105,15 @@ def test_bootstrap_width_shrinks_with_more_problems():
     lo_s, hi_s = bootstrap_ci(small, seed=0)
     lo_l, hi_l = bootstrap_ci(large, seed=0)
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5  # width ~ 1/sqrt(P): 100x more problems, ~10x narrower
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pass_at_k_curve_matches_combinatorial_reference(seed):
+    """The running-product curve against 1 - C(n-c,k)/C(n,k) with exact integers, on random problems."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(16, 40, size=50)
+    c = rng.integers(0, n + 1)
+    curve = pass_at_k_curve(n, c, 16)  # [P, 16]
+    for k in (1, 2, 5, 16):
+        ref = [1 - math.comb(int(a - b), k) / math.comb(int(a), k) for a, b in zip(n, c)]
+        assert curve[:, k - 1] == pytest.approx(ref, abs=1e-12)

@@ -1,14 +1,13 @@
-"""Pure statistics for the report: pass@k, bootstrap CIs over problems, the paired bootstrap, seed intervals.
+"""Pure statistics for the report: bootstrap CIs over benchmarks, the paired bootstrap, seed intervals.
+
+pass@k and the problem-level bootstrap (`Resampler`) live in harness/metrics.py, shared with the evaluation.
 
 No I/O here. Conventions: scores are percentages (0-100) per problem; a "problem score" is the mean over that
 problem's sampled responses (so the mean over problems is avg@k, the paper's Acc@k, an estimate of pass@1).
 
 Choices (not specified by the paper, which prints point estimates only):
-- Percentile bootstrap over problems, B resamples (default 2000). The resampling weights depend only on (seed,
-  stream, number of problems), where the stream names the benchmark: every comparison over the same benchmark
-  reuses one B x P count matrix (each is still a valid bootstrap; results do not depend on the order of
-  computation), a resample mean is one matrix product, and two benchmarks of equal size (AIME'24 and '25, 30
-  each) are still resampled independently.
+- Percentile bootstrap over problems, B resamples (default 2000), one stream per benchmark
+  (`harness.metrics.Resampler`).
 - Paired bootstrap of variant minus reference on the same problems. Two-sided p-value from the same resamples
   as the percentile CI: p = min(1, 2 min(1 + #{d*_b <= 0}, 1 + #{d*_b >= 0}) / (B + 1)), so p < alpha exactly
   when (up to the +1) zero lies outside the (1 - alpha) percentile interval: the table's CI and its * agree.
@@ -19,42 +18,12 @@ Choices (not specified by the paper, which prints point estimates only):
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-
-def rng_for(seed: int, *key: object) -> np.random.Generator:
-    """A generator seeded by (seed, key), stable across runs and independent of call order."""
-    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
-
-
-class Resampler:
-    """Bootstrap resampling over problems: B x P count matrices cached per P (see the module docstring)."""
-
-    def __init__(self, n_boot: int = 2000, seed: int = 0):
-        self.n_boot, self.seed = n_boot, seed
-        self._counts: dict[int, np.ndarray] = {}
-
-    def counts(self, p: int, stream: object = 0) -> np.ndarray:
-        """[B, P] how often each problem is drawn in each resample (rows sum to P)."""
-        if (p, stream) not in self._counts:
-            idx = rng_for(self.seed, "problems", p, stream).integers(0, p, size=(self.n_boot, p))  # [B, P]
-            flat = (idx + np.arange(self.n_boot)[:, None] * p).ravel()
-            self._counts[(p, stream)] = np.bincount(flat, minlength=self.n_boot * p).reshape(self.n_boot,
-                                                                                            p).astype(float)
-        return self._counts[(p, stream)]
-
-    def means(self, x: np.ndarray, stream: object = 0) -> np.ndarray:
-        """Means of the B resamples of x [P] -> [B]."""
-        return self.counts(len(x), stream) @ x / len(x)
-
-
-def percentile_ci(reps: np.ndarray, alpha: float) -> tuple[float, float]:
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+from harness.metrics import Resampler, percentile_ci
 
 
 @dataclass(frozen=True)
@@ -129,27 +98,3 @@ def combine_cis(cis: Sequence[tuple[float, float]], alpha: float) -> float:
     if not ses or any(math.isnan(s) for s in ses):
         return math.nan
     return z * math.sqrt(sum(s * s for s in ses)) / len(ses)
-
-
-def pass_at_k_vec(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    """harness.metrics.pass_at_k for arrays n, c [P] at once; problems with n < k give NaN.
-
-    C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i); a factor reaches 0 when fewer than k responses are wrong.
-    """
-    n, c = np.asarray(n, dtype=float), np.asarray(c, dtype=float)
-    i = np.arange(k)  # [k]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, k]
-    out = 1.0 - np.prod(ratio, axis=1)  # [P]
-    return np.where(n < k, np.nan, out)
-
-
-def pass_at_k_curve_vec(n: np.ndarray, c: np.ndarray, k_max: int) -> np.ndarray:
-    """Mean pass@k over problems for k = 1..k_max at once (fractions) -> [k_max]; needs k_max <= min(n).
-
-    The running product over i < k of (n-c-i)/(n-i) is C(n-c, k)/C(n, k) for every k.
-    """
-    n, c = np.asarray(n, dtype=float), np.asarray(c, dtype=float)
-    i = np.arange(k_max)  # [K]
-    ratio = np.clip((n - c)[:, None] - i, 0, None) / (n[:, None] - i)  # [P, K]
-    return (1.0 - np.cumprod(ratio, axis=1)).mean(axis=0)  # [K]

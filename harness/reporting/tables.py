@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.metrics import pass_at_k_curve
 from harness.reporting import stats
 from harness.reporting.load import ProblemScores
 
@@ -457,7 +458,7 @@ def passk_curves(rows: pd.DataFrame, lookup: SampleLookup, opts: Options, k_max:
         for cell_id, ev in _units(g):
             ps = lookup(cell_id, ev, b)
             if ps is not None:
-                curve = stats.pass_at_k_curve_vec(ps.n, ps.c, min(k_max, int(ps.n.min())))  # [K]
+                curve = pass_at_k_curve(ps.n, ps.c, min(k_max, int(ps.n.min()))).mean(axis=0)  # [K]
                 per_unit.append({k + 1: 100.0 * float(v) for k, v in enumerate(curve)})
         if not per_unit:
             continue
