@@ -1,6 +1,7 @@
 """The task folder: every task follows the plug-in contract; every gold of the six math benchmarks, replayed as
 \\boxed{gold}, scores 100% and a wrong answer 0%, problem by problem (through backend=replay)."""
 import json
+import logging
 import re
 
 import pytest
@@ -85,7 +86,7 @@ def test_every_gold_scores_100_and_a_wrong_answer_0(math_data_dir, tmp_path):
         assert row.value == pytest.approx(50.0) and row.n_problems == SIZES[name] and row.n_samples == 2
 
 
-def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, tmp_path):
+def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, tmp_path, caplog):
     rows = [json.loads(x) for x in open(math_data_dir / "aime24.jsonl", encoding="utf-8")][:5]
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps({"task": "aime24", "problem": problem_of(r),
@@ -99,6 +100,14 @@ def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, t
     result = json.loads((tmp_path / "a" / "results_aime24.json").read_text())
     assert result["counts"]["n_missing"] == 25 and result["counts"]["length_unit"].startswith("words")
     assert result["provenance"]["task_versions"] == {"aime24": 1}
+    assert result["protocol"]["k"] == 3
+    # fewer responses in the file than k: the k actually scored is recorded (and said), as is the word fallback
+    with caplog.at_level(logging.WARNING):
+        evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir, out_dir=tmp_path / "c",
+                 k=16, bootstrap_iters=50)
+    result = json.loads((tmp_path / "c" / "results_aime24.json").read_text())
+    assert (result["protocol"]["k"], result["protocol"]["k_requested"], result["counts"]["n_samples"]) == (3, 16, 3)
+    assert "k=16 was asked for" in caplog.text and "counts whitespace-separated WORDS" in caplog.text
     # a problem that is not in the benchmark is an error, named
     f.write_text(json.dumps({"task": "aime24", "problem": "What is 1+1?", "responses": ["2"]}) + "\n")
     with pytest.raises(ValueError, match="not in the benchmark"):
@@ -108,6 +117,17 @@ def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, t
 def test_missing_data_file_fails_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="aime24.jsonl"):
         evaluate("no-such-model", tasks="aime24", data_dir=tmp_path, k=1)
+
+
+def test_unreachable_dataset_is_one_line_naming_the_task_and_data_dir(monkeypatch):
+    from harness.evaluation import tasks as T
+
+    cfg = T.raw_config("aime24")
+    monkeypatch.setattr(T, "raw_config", lambda name: {**cfg, "dataset_path": "no-such-org/no-such-dataset"})
+    with pytest.raises(ValueError) as e:  # offline (conftest): datasets raises a ConnectionError inside lm-eval
+        T.build_task("aime24", k=1, temperature=0.0, top_p=1.0, max_gen_toks=8)
+    msg = str(e.value)
+    assert "\n" not in msg and "task aime24" in msg and "no-such-org/no-such-dataset" in msg and "data_dir=" in msg
 
 
 def test_math_scorer_contract():

@@ -82,13 +82,18 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
     rows = []
     for name in names:
         r = results[name]
+        k_used = len(r["responses"][0]) if r["responses"] else int(k)
+        if k_used != int(k):
+            log.warning("task %s: %d responses per problem scored (k=%d was asked for); the results record k=%d",
+                        name, k_used, int(k), k_used)
         with _code_execution(allow_code_execution):
             scores = call_scorer(*scorers[name], r["docs"], r["responses"], timeout_s)
         summary, record = _summarize(name, label, r, scores, pass_ks, bootstrap_iters, confidence, seed)
         rows.extend(summary)
         if out_dir is not None:
             _write_task_files(Path(out_dir), name, label, infos[name], r, scores, summary, record,
-                              dict(backend=backend, k=k, temperature=temperature, top_p=top_p,
+                              dict(backend=backend, k=k_used, k_requested=int(k), temperature=temperature,
+                                   top_p=top_p,
                                    max_gen_toks=r["max_gen_toks"], seed=seed, limit=limit,
                                    data_dir=str(data_dir) if data_dir else None, timeout_s=timeout_s,
                                    replay_file=str(replay_file) if replay_file else None,
@@ -242,6 +247,8 @@ def _collect_replay(built, replay_file, limit, tokenizer, max_gen_toks) -> dict[
             unit = "tokens"
         else:
             lengths, unit = [[len(r.split()) for r in rs] for rs in responses], "words (no tokenizer given)"
+            log.warning("replay: task %s: the file has no token counts and no tokenizer was given, so len@k "
+                        "counts whitespace-separated WORDS, not tokens (give tokenizer=PATH for tokens)", name)
         known = max_gen_toks is not None and unit.startswith("tokens")
         from_file = all(isinstance(row.get("truncated"), list) and len(row["truncated"]) == len(row["responses"])
                         for _, row in pairs)

@@ -125,7 +125,15 @@ def build_task(name: str, *, k: int, temperature: float, top_p: float, max_gen_t
             cfg.pop(key, None)
     for key in ("tag", "group", "task_list"):
         cfg.pop(key, None)
-    return ConfigurableTask(config=cfg)
+    try:
+        return ConfigurableTask(config=cfg)
+    except (ConnectionError, OSError) as e:  # offline, not downloaded, gated (datasets raises these kinds)
+        if data_dir is not None:
+            raise
+        raise ValueError(f"task {name}: cannot load its dataset {cfg.get('dataset_path')!r} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); without network, "
+                         f"set data_dir=DIR to a folder holding {name}.jsonl (e.g. data_dir=../shared/data/math)"
+                         ) from None
 
 
 @dataclass(frozen=True)
