@@ -40,6 +40,73 @@ def test_compressed_private_tests_decode_like_the_dataset():
     assert fn is None and len(tests) == 3 and tests[2]["output"] == "2000000000\n0\n-1\n"
 
 
+class _Payload:
+    """Unpickling this runs code: what a poisoned dataset row would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('payload ran')",)
+
+
+def _compressed(obj) -> str:
+    return base64.b64encode(zlib.compress(pickle.dumps(obj))).decode()
+
+
+def test_poisoned_row_is_refused_by_name_and_never_runs(tmp_path):
+    """A private_test_cases field whose pickle would call exec(): refused with the question_id, the payload
+    never runs, whether the row is read directly, through process_docs or by the lm-eval task from data_dir."""
+    from harness.evaluation.tasks import build_task
+
+    marker = tmp_path / "payload-ran"
+    rows = _rows()
+    control = dict(rows[0], private_test_cases=_compressed(json.dumps([{"input": "1", "output": "2",
+                                                                          "testtype": "stdin"}])))
+    assert len(U.tests_of(control)[0]) == 2  # the dataset's form (a pickled JSON string) is read
+    poisons = {
+        "call": _Payload(marker),  # REDUCE of builtins.exec
+        "nested": [{"input": "1", "output": "2", "testtype": "stdin"}, _Payload(marker)],
+    }
+    for name, obj in poisons.items():
+        row = dict(rows[0], question_id=f"poisoned-{name}", private_test_cases=_compressed(obj))
+        with pytest.raises(ValueError, match=f"question_id='poisoned-{name}': private_test_cases refused.*"
+                                             "construct or call objects"):
+            U.tests_of(row)
+        with pytest.raises(ValueError, match=f"poisoned-{name}"):
+            U.process_docs(Dataset.from_list([row] + rows[1:]))
+        data = tmp_path / name
+        data.mkdir()
+        (data / "livecodebench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [row] + rows[1:]))
+        with pytest.raises(ValueError, match=f"poisoned-{name}"):
+            list(build_task("livecodebench", k=1, temperature=1.0, top_p=1.0, max_gen_toks=8,
+                            data_dir=data).test_docs())
+        assert not marker.exists(), name
+
+
+def test_compressed_field_must_be_plain_data(monkeypatch):
+    """What the restricted reader refuses, each named by the row: a global even without a call, a pickle of
+    non-test data, junk, and a field that would inflate past the cap."""
+    base = dict(_rows()[0], question_id="q1")
+    refused = {
+        "a class reference": (_compressed(pickle.PickleError), "construct or call objects"),
+        "not a list of tests": (_compressed({"input": 1}), "expected a list of tests"),
+        "tests of non-strings": (_compressed([{"input": 1, "output": "2", "testtype": "stdin"}]), "test 0"),
+        "junk": ("not base64 at all!", "neither JSON nor base64"),
+        "not a pickle": (base64.b64encode(zlib.compress(b"hello")).decode(), "not a valid pickle"),
+    }
+    for what, (field, why) in refused.items():
+        with pytest.raises(ValueError, match=f"question_id='q1': private_test_cases refused: .*{why}"):
+            U.tests_of(dict(base, private_test_cases=field))
+    monkeypatch.setattr(U, "MAX_DECODED_BYTES", 1 << 20)
+    big = _compressed(json.dumps([{"input": "x" * (2 << 20), "output": "", "testtype": "stdin"}]))
+    with pytest.raises(ValueError, match="q1.*decompresses to more than 1 MiB"):
+        U.tests_of(dict(base, private_test_cases=big))
+    # plain data in other shapes the dataset could use: a pickled list of tests is accepted as it is
+    tests = [{"input": "1\n", "output": "2\n", "testtype": "stdin"}]
+    assert U.decode_tests(_compressed(tests)) == tests
+
+
 def test_window_keeps_the_papers_dates(docs):
     # fixture dates: 2024-09-14, 2024-11-02, 2024-12-07 inside [2024-08-01, 2025-02-01); 2023-07-02 outside
     assert sorted(docs) == ["1999A", "3999", "abc999_a"]

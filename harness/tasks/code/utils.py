@@ -4,6 +4,9 @@ Data: rows in the layout of the hub dataset `livecodebench/code_generation_lite`
 `question_title`, `question_content`, `platform`, `contest_date`, `starter_code`, `difficulty`,
 `public_test_cases` (a JSON list of `{"input", "output", "testtype"}`), `private_test_cases` (the same, or
 base64 of zlib of pickle of that JSON string), `metadata` (a JSON object; `func_name` for functional problems)).
+The pickled form is never unpickled as such (a row may come from a user's file or a hub mirror): its opcodes
+are checked to build plain data only, then it is read by an Unpickler that refuses every global; anything else
+is refused with a ValueError naming the row's `question_id` (`decode_tests`).
 `process_docs` keeps the problems whose `contest_date` lies in the paper's window [2024-08-01, 2025-02-01)
 (LiveCodeBench v5 as used in the paper) and adds `problem` and `gold`; a window variant is one YAML with
 `include: livecodebench.yaml` and `process_docs: !function utils.<a window_docs(...) function>`.
@@ -31,11 +34,13 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
 # sys.modules, and dataclasses cannot resolve string annotations then (CodeScore below).
 import base64
 import functools
+import io
 import json
 import logging
 import math
 import os
 import pickle
+import pickletools
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,21 +72,90 @@ def _date(value) -> datetime:
     return datetime.fromisoformat(str(value)).replace(tzinfo=None)
 
 
-def decode_tests(field) -> list[dict]:
-    """A `*_test_cases` field -> list of {"input", "output", "testtype"} (plain JSON or the compressed form)."""
-    if isinstance(field, list):
-        return field
+# Pickle opcodes that build plain data only (str, bytes, numbers, None, bools, lists, tuples, sets, dicts and
+# memo references). Everything that can name or call an object (GLOBAL, STACK_GLOBAL, INST, OBJ, REDUCE,
+# BUILD, NEWOBJ*, EXT*, PERSID, BINPERSID) is refused before anything is unpickled.
+PLAIN_OPCODES = frozenset("""
+    PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4
+    FLOAT BINFLOAT STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 UNICODE
+    SHORT_BINUNICODE BINUNICODE BINUNICODE8 EMPTY_LIST APPEND APPENDS LIST EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3
+    EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET
+    LONG_BINGET""".split())
+MAX_DECODED_BYTES = 1 << 30  # a compressed test field may not inflate beyond this
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Refuses every global and persistent id: only plain data can come out (a second line behind the opcode
+    check in `_unpickle_plain`)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused persistent id")
+
+
+def _unpickle_plain(field: str) -> object:
+    """The dataset's compressed form (base64 of zlib of a pickle) -> plain data, without ever calling or
+    importing anything named by the data. Raises ValueError on anything else."""
+    try:
+        raw = base64.b64decode(field.encode("ascii"), validate=True)
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(raw, MAX_DECODED_BYTES)
+    except (UnicodeEncodeError, ValueError, zlib.error) as e:
+        raise ValueError(f"neither JSON nor base64+zlib ({type(e).__name__}: {e})") from None
+    if inflate.unconsumed_tail:
+        raise ValueError(f"decompresses to more than {MAX_DECODED_BYTES >> 20} MiB")
+    try:
+        bad = sorted({op.name for op, _, _ in pickletools.genops(data)} - PLAIN_OPCODES)
+    except ValueError as e:
+        raise ValueError(f"not a valid pickle ({e})") from None
+    if bad:
+        raise ValueError(f"the pickle would construct or call objects (opcodes {', '.join(bad)})")
+    try:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # noqa: BLE001 - whatever the bytes are, the row is refused by name
+        raise ValueError(f"not a plain-data pickle ({type(e).__name__}: {e})") from None
+
+
+def _check_tests(tests: object) -> list[dict]:
+    """A list of {"input": str, "output": str, "testtype": str} (other string keys allowed), else ValueError."""
+    if not isinstance(tests, list):
+        raise ValueError(f"expected a list of tests, got {type(tests).__name__}")
+    for j, t in enumerate(tests):
+        if not (isinstance(t, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in t.items())
+                and {"input", "output", "testtype"} <= set(t)):
+            raise ValueError(f"test {j} is not an object of strings with input, output and testtype")
+    return tests
+
+
+def decode_tests(field, question_id: str = "?", key: str = "test_cases") -> list[dict]:
+    """A `*_test_cases` field -> list of {"input", "output", "testtype"}: a list, JSON text, or the dataset's
+    compressed form (base64 of zlib of a pickled JSON string), decoded without unpickling anything but plain
+    data. Anything else raises ValueError naming the row (`question_id`) and the field (`key`)."""
     if not field:
         return []
     try:
-        return json.loads(field)
-    except (json.JSONDecodeError, TypeError):
-        return json.loads(pickle.loads(zlib.decompress(base64.b64decode(field.encode("utf-8")))))
+        if isinstance(field, list):
+            return _check_tests(field)
+        if not isinstance(field, str):
+            raise ValueError(f"a {type(field).__name__}, not a list or a string")
+        try:
+            tests = json.loads(field)
+        except json.JSONDecodeError:
+            tests = _unpickle_plain(field)
+            if isinstance(tests, str):  # the dataset pickles the JSON text
+                tests = json.loads(tests)
+        return _check_tests(tests)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"livecodebench row question_id={question_id!r}: {key} refused: {e}") from None
 
 
 def tests_of(doc: dict) -> tuple[list[dict], str | None]:
     """All tests of a doc (public first) and the function name (None for standard-input problems)."""
-    tests = decode_tests(doc.get("public_test_cases")) + decode_tests(doc.get("private_test_cases"))
+    qid = doc.get("question_id")
+    tests = (decode_tests(doc.get("public_test_cases"), qid, "public_test_cases")
+             + decode_tests(doc.get("private_test_cases"), qid, "private_test_cases"))
     meta = doc.get("metadata") or "{}"
     meta = json.loads(meta) if isinstance(meta, str) else dict(meta)
     fn_name = meta.get("func_name")
