@@ -267,7 +267,8 @@ def check_common(cfg) -> None:
 def write_csv(df: pd.DataFrame, path: Path, cfg, **extra) -> Path:
     """CSV written atomically, with provenance in `<stem>.provenance.json` beside it."""
     atomic_write_text(path, df.to_csv(index=False))
-    atomic_write_json(path.with_name(path.stem + ".provenance.json"), provenance(cfg, file=path.name, **extra))
+    atomic_write_json(path.with_name(path.stem + ".provenance.json"),
+                      provenance(cfg, file=path.name, rows=len(df), **extra))  # rows: checked by harness report
     return path
 
 

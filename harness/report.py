@@ -31,25 +31,38 @@ def options_from_config(cfg) -> tb.Options:
 
 
 def main(cfg) -> int:
-    from harness.core.config import ConfigError, to_dict
+    """Exit status: 0 when every result file was complete and consistent, 1 when the report was written but something
+    was left out (each listed in REPORT.md and on stderr), 2 on bad input (nothing written)."""
+    from harness.core.config import (ConfigError, require_int, require_number, require_output_dir, require_seed,
+                                     suggest, to_dict)
 
     grid = str(cfg.grid.name) if hasattr(cfg.grid, "name") else str(cfg.grid)
     results_dir = Path(cfg.results_dir)
+    if not (results_dir / "runs").is_dir():
+        raise ConfigError(f"results_dir={str(cfg.results_dir)!r}: {results_dir / 'runs'} does not exist (no results)")
     if not (results_dir / "runs" / grid).is_dir():
-        raise ConfigError(f"no results for grid {grid!r}: {results_dir / 'runs' / grid} does not exist")
+        have = sorted(p.name for p in (results_dir / "runs").iterdir() if p.is_dir())
+        raise ConfigError(f"no results for grid {grid!r}: {results_dir / 'runs' / grid} does not exist"
+                          f"{suggest(grid, have)}; grids with results: {', '.join(have) or 'none'}")
     if str(cfg.step) != "last" and not str(cfg.step).isdigit():
-        raise ConfigError(f"step={cfg.step!r}: use 'last' or a step number")
+        raise ConfigError(f"step={cfg.step!r} is not valid: use 'last' or a step number")
     bad = {label: m for label, m in cfg.metrics.items() if m not in METRIC_FAMILIES}
     if bad:
         raise ConfigError(f"metrics {bad}: each must be one of {', '.join(METRIC_FAMILIES)}")
-    if not 0 < float(cfg.alpha) < 1 or int(cfg.n_boot) < 100:
-        raise ConfigError(f"alpha={cfg.alpha} must be in (0, 1) and n_boot={cfg.n_boot} at least 100")
+    require_number(cfg.alpha, "alpha", 0, 1, low_open=True, high_open=True)
+    require_int(cfg.n_boot, "n_boot", 100)
+    require_int(cfg.passk_max, "passk_max", 1)
+    require_seed(cfg.seed)
+    if cfg.k is not None:
+        require_int(cfg.k, "k", 1)
+    out_dir = cfg.out_dir if cfg.out_dir else results_dir / grid
+    require_output_dir(out_dir, "out_dir")
     res = build_report(results_dir, grid, out_dir=cfg.out_dir, published_dir=cfg.published_dir,
                        step=cfg.step, opts=options_from_config(cfg), make_figures=bool(cfg.figures),
                        scaling_variant=str(cfg.scaling_variant), passk_max=int(cfg.passk_max),
                        models=to_dict(cfg.models) if cfg.get("models") else None, config=to_dict(cfg))
     for i in res.issues:
-        print(f"harness report: skipped {i.path}: {i.problem}", file=sys.stderr)
+        print(f"harness report: left out {i.path}: {i.problem}", file=sys.stderr)
     print(f"harness report: wrote {len(res.files)} files under {res.out_dir} in {res.seconds:.1f} s "
-          f"({len(res.issues)} problem(s) with result files); see {res.out_dir / 'REPORT.md'}")
-    return 0
+          f"({len(res.issues)} problem(s): result files or cells left out); see {res.out_dir / 'REPORT.md'}")
+    return 1 if res.issues else 0

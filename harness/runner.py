@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -178,6 +179,55 @@ def write_status(cdir: Path, state: str, **extra) -> None:
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})
 
 
+def this_process() -> dict:
+    """What a `running` status records about its writer: pid, host and the process's start time (boot clock
+    ticks, /proc), so that a later reader can tell a live cell from one whose process is gone."""
+    return {"pid": os.getpid(), "host": platform.node(), "pid_start": _proc_stat(os.getpid())[1]}
+
+
+def _proc_stat(pid: int) -> tuple[str | None, str | None]:
+    """(state letter, start time) of a process on this host from /proc/<pid>/stat; (None, None) if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None, None
+    return fields[0], fields[19]  # stat fields 3 (state) and 22 (starttime)
+
+
+def process_alive(status: dict) -> bool | None:
+    """Whether the process a `running` status names still runs: True/False on its own host; None where that
+    cannot be told (another host, e.g. a SLURM node seen from the login node, or no pid recorded)."""
+    pid, host = status.get("pid"), status.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool) or host != platform.node():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    state, start = _proc_stat(pid)
+    if state == "Z":  # exited, not yet reaped by its parent
+        return False
+    return not (start and status.get("pid_start") and start != status["pid_start"])  # pid reused by another
+
+
+def cell_state(status: dict) -> tuple[str, str]:
+    """(state to show, note) of a cell from its status.json: a `running` cell whose process is gone on this
+    host is `interrupted` (the next `harness run` resumes it)."""
+    state = str(status.get("state", "pending"))
+    if state != "running":
+        return state, str(status.get("error") or "")
+    alive = process_alive(status)
+    where = f"pid {status.get('pid')} on {status.get('host')}"
+    if alive is False:
+        return "interrupted", f"{where} is gone: killed or crashed before recording a result; harness run resumes it"
+    if alive is None:
+        return "running", (f"{where}: not checkable from {platform.node()}" if status.get("pid") is not None
+                           else "no process recorded")
+    return "running", where
+
+
 def _progress(cdir: Path) -> int:
     """Optimiser steps logged so far by the cell's training run."""
     try:
@@ -270,7 +320,7 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
     cell = load_cell(cdir)
     t0 = time.time()
     if write:
-        write_status(cdir, "running", pid=os.getpid())
+        write_status(cdir, "running", **this_process())
     try:
         timings = {}
         if cell.eval_only:
@@ -426,11 +476,12 @@ def status_rows(cfg: DictConfig) -> list[dict]:
     for c in plan(cfg.grid):
         cdir = cell_dir(cfg.results_dir, c)
         st = read_status(cdir)
+        state, note = cell_state(st)
         last = _last_metrics(cdir)
         rows.append({
-            "cell": c.cell_id, "state": st["state"], "steps": _progress(cdir),
+            "cell": c.cell_id, "state": state, "steps": _progress(cdir),
             "reward": None if "reward_mean" not in last else round(float(last["reward_mean"]), 3),
-            "wall_s": st.get("wall_s"), "error": (st.get("error") or "")[:60],
+            "wall_s": st.get("wall_s"), "note": note[:70],
             "log": str(cdir / "log.txt"),
         })
     return rows

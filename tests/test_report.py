@@ -123,7 +123,11 @@ def test_corrupt_files_reported_not_fatal(report):
     problems = {Path(i.path).relative_to(FIXTURE).as_posix(): i.problem for i in report.issues}
     assert "corrupt JSON" in problems["runs/fix/broken-cell/cell.json"]
     assert "line 2" in problems["runs/fix/q32-top20-s2/eval/step-4/samples_mini_ood.jsonl"]
-    assert "corrupt line" in problems["runs/fix/q8-top20-s1/train/metrics.jsonl"]
+    assert "truncated" in problems["runs/fix/q8-top20-s1/train/metrics.jsonl"]
+    assert "training curves of this cell left out" in problems["runs/fix/q8-top20-s1/train/metrics.jsonl"]
+    # cells that are not complete are named too: the tables do not silently lose a seed
+    assert problems["runs/fix/q32-bottom80-s1/status.json"] == "state failed; cell not in the tables"
+    assert "state running" in problems["runs/fix/q32-top50-s1/status.json"]
     text = (report.out_dir / "REPORT.md").read_text()
     for path in problems:
         assert path in text
@@ -254,8 +258,9 @@ def test_scaling_skipped_for_a_single_model(report, tmp_path):
 def test_cli_report(tmp_path):
     from harness.cli import main
 
+    # exit 1: written, but the fixture's broken files and unfinished cells were left out (listed in REPORT.md)
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", f"out_dir={tmp_path}", "figures=false",
-                 "n_boot=200"]) == 0
+                 "n_boot=200"]) == 1
     assert (tmp_path / "REPORT.md").exists()
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=nope", f"out_dir={tmp_path}"]) == 2
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", "step=final"]) == 2
@@ -335,8 +340,8 @@ def test_reads_real_evaluation_output(math_data_dir, tmp_path):
     for variant, n_right in (("full", [1, 1, 0, 2]), ("top20", [2, 2, 1, 2])):  # of 2 responses per problem
         cd = runs / f"{variant}-s0"
         cd.mkdir(parents=True)
-        (cd / "cell.json").write_text(json.dumps({"cell_id": cd.name, "model": "qwen3_8b", "variant": variant,
-                                                  "seed": 0}))
+        (cd / "cell.json").write_text(json.dumps({"cell_id": cd.name, "grid": "real", "model": "qwen3_8b",
+                                                  "variant": variant, "seed": 0}))
         (cd / "status.json").write_text('{"state": "complete"}')
         lines = [{"task": "aime24", "problem": problem_of(r),
                   "responses": [f"\\boxed{{{gold_of(r)}}}" if i < n else "\\boxed{-1}" for i in range(2)]}
@@ -383,16 +388,22 @@ def test_grid_with_nothing_usable_still_builds(tmp_path):
     import json
 
     runs = tmp_path / "runs" / "e"
-    (runs / "failed").mkdir(parents=True)
-    (runs / "failed" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "full"}))
-    (runs / "failed" / "status.json").write_text('{"state": "failed"}')
-    (runs / "nosummary" / "eval" / "step-3").mkdir(parents=True)
-    (runs / "nosummary" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "top20"}))
+
+    def cell(name: str, variant: str, seed: int) -> Path:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "cell.json").write_text(json.dumps({"cell_id": name, "grid": "e", "model": "tiny",
+                                                           "variant": variant, "seed": seed}))
+        return runs / name
+
+    (cell("failed", "full", 0) / "status.json").write_text('{"state": "failed"}')
+    (cell("nosummary", "top20", 0) / "eval" / "step-3").mkdir(parents=True)
     (runs / "nosummary" / "status.json").write_text('{"state": "complete"}')
-    (runs / "nostatus").mkdir()
-    (runs / "nostatus" / "cell.json").write_text(json.dumps({"model": "tiny", "variant": "top20"}))
+    cell("nostatus", "top20", 1)
     res = build_report(tmp_path, "e")
-    assert [(Path(i.path).name, i.problem) for i in res.issues] == [("summary.csv", "missing")]
+    assert [(Path(i.path).parent.name, Path(i.path).name, i.problem) for i in res.issues] == [
+        ("failed", "status.json", "state failed; cell not in the tables"),
+        ("nostatus", "status.json", "state no status; cell not in the tables"),
+        ("step-3", "summary.csv", "missing; evaluation left out")]
     cells = pd.read_csv(res.out_dir / "cells.csv").set_index("cell_id")
     assert cells.loc["nostatus", "state"] == "no status" and cells.loc["failed", "state"] == "failed"
     text = (res.out_dir / "REPORT.md").read_text()

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from harness.reporting.load import read_analysis_csv
+
 KIND_ORDER = ("entropy", "entropy_tokens", "overlap", "shift", "shift_bins")  # then others alphabetically
 
 
@@ -74,8 +76,8 @@ def index(paths: Sequence[Path], cells: pd.DataFrame, variant_order: Sequence[st
         else:
             e.csv = p
             try:
-                e.table = pd.read_csv(p)
-            except Exception as err:  # a corrupt analysis CSV is named, not fatal
+                e.table = read_analysis_csv(p)
+            except Exception as err:  # a corrupt or cut analysis CSV is named and left out, not fatal
                 e.error = str(err) or type(err).__name__
     kinds = sorted({k for k, _ in entries}, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER
                                                            else len(KIND_ORDER), k))

@@ -31,6 +31,31 @@ def _csv(df: pd.DataFrame, path: Path, files: list[Path]) -> None:
     files.append(atomic_write_text(path, df.to_csv(index=False)))
 
 
+def check_options(data, opts: tb.Options, step: str | int) -> None:
+    """Options that would silently empty a table (a reference variant, a step or a k that no result has) are bad
+    input: ConfigError naming the option, the value and what the stored results offer."""
+    from harness.core.config import ConfigError, suggest
+
+    complete = data.cells[data.cells["state"] == "complete"]
+    if not len(complete):
+        return  # nothing to match against; REPORT.md says why the tables are empty
+    variants = sorted(set(data.summary.loc[data.summary["variant"] != "base", "variant"].astype(str)))
+    if variants and opts.reference not in variants:
+        raise ConfigError(f"reference={opts.reference!r} matches no variant with results in grid {data.grid!r}"
+                          f"{suggest(opts.reference, variants)}; variants: {', '.join(variants)}")
+    if str(step) != "last":
+        steps = sorted({int(x.split("-")[1]) for s in complete["steps"] for x in str(s).split() if x != "base"})
+        if int(step) not in steps:
+            raise ConfigError(f"step={step} was not evaluated in any complete cell of grid {data.grid!r}; "
+                              f"evaluated steps: {', '.join(map(str, steps)) or 'none'} (or step=last)")
+    if opts.k is not None:
+        for label, metric in opts.metrics.items():
+            ks = sorted(set(data.summary.loc[data.summary["metric"] == metric, "k"].dropna().astype(int)))
+            if ks and int(opts.k) not in ks:
+                raise ConfigError(f"k={opts.k}: no {metric} result at k={opts.k} for table {label}; available k: "
+                                  f"{', '.join(map(str, ks))} (or k=null: the largest)")
+
+
 def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None = None,
                  published_dir: str | Path | None = None, step: str | int = "last", opts: tb.Options | None = None,
                  make_figures: bool = True, scaling_variant: str = "top20", passk_max: int = 16,
@@ -54,6 +79,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
 
     commit = git_hash()  # before this run rewrites any tracked output (else the tree always looks dirty)
     data = load_grid(results_dir, grid, step, models)
+    check_options(data, opts, step)  # before anything is written
     lap("load")
     issues = list(data.issues)
     pub_dir = Path(published_dir) if published_dir else PUBLISHED_DIR
@@ -131,7 +157,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
     for kind, entries in analysis.items():
         for e in entries:
             if e.error:
-                issues.append(Issue(str(e.csv), f"unreadable analysis CSV: {e.error}"))
+                issues.append(Issue(str(e.csv), f"unreadable analysis CSV: {e.error}; left out"))
         t = an.last_step_table(entries)
         if t is not None:
             analysis_tables[kind] = t
@@ -145,13 +171,13 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
             pass
     entropy_cmp = None
     ours_entropy = {}
-    for a in data.analysis:
-        if a.name == "entropy.csv":
-            try:
-                ours_entropy[a.parent.parent.name if a.parent.name == "analysis" else a.parent.name] = \
-                    pd.read_csv(a)[["statistic", "value"]]
-            except (OSError, ValueError, KeyError) as e:
-                issues.append(Issue(str(a), f"unreadable entropy statistics: {e}"))
+    for e in analysis.get("entropy", []):
+        if e.table is None or e.csv is None:
+            continue  # an unreadable CSV is already among the issues
+        if not {"statistic", "value"} <= set(e.table.columns):
+            issues.append(Issue(str(e.csv), "entropy statistics lack the statistic/value columns; left out"))
+            continue
+        ours_entropy[e.cell_id or e.source] = e.table[["statistic", "value"]]
     if ours_entropy and "Fig. 2 entropy statistics" in extra:
         entropy_cmp = tb.entropy_comparison(extra["Fig. 2 entropy statistics"], ours_entropy)
         _csv(entropy_cmp, out / "entropy_comparison.csv", f)

@@ -117,10 +117,12 @@ def render(p: Parts) -> str:
                   "", demote(p.reading), ""]
     lines += ["## Problems with result files", ""]
     if p.issues:
-        lines += ["These files were skipped (the rest of the report is built without them):", "",
+        lines += ["Each of these was checked and left out (docs/report.md, \"What is checked\"); the rest of the "
+                  "report is built without it, and `harness report` exits with status 1:", "",
                   markdown_table(["file", "problem"], [[i.path, i.problem] for i in p.issues])]
     else:
-        lines += ["None: every file read was complete and parsable.", ""]
+        lines += ["None: every cell is complete and every file read was complete and agreed with the other files "
+                  "stored for it (row counts, results_<benchmark>.json, cell identity).", ""]
     flagged = p.versions[p.versions["flag"]] if len(p.versions) else p.versions
     lines += ["## Version consistency", ""]
     if not len(p.versions):

@@ -1,7 +1,10 @@
-"""Reading a grid's result files: liberal about optional fields, loud about corrupt files.
+"""Reading a grid's result files: liberal about optional fields, strict about completeness and identity.
 
-Everything read here is listed in docs/report.md. A file that is missing, partial or corrupt becomes an `Issue`
-(path + what is wrong) and is skipped; nothing here raises on bad data, so the report always builds.
+Everything read here is listed in docs/report.md. Each file is checked for completeness and against what else is
+stored about the same result (harness/reporting/checks.py). A file that is missing, partial, corrupt or disagrees
+becomes an `Issue` (path + what is wrong and what was left out) and is left out; a cell whose identity is in doubt
+(cell.json against its folder, its grid and its training run; two cells claiming the same model, variant and seed)
+is left out whole. Nothing here raises on bad data, so the report always builds.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from harness.reporting import checks
 
 SUMMARY_COLUMNS = ["grid", "cell_id", "model", "variant", "rho", "seed", "step", "benchmark", "metric", "k",
                    "value", "ci_low", "ci_high", "n_problems", "n_samples", "git_hash"]
@@ -125,62 +131,114 @@ def parse_cell(cfg: dict, cell_dir: Path, models: dict | None = None) -> dict:
     }
 
 
+def read_complete_text(path: Path) -> str:
+    """A text file that was written to the end: every writer ends its last line with a newline, so a file cut
+    short (a copy or disk that stopped) ends without one. Raises ValueError."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        raise ValueError(f"truncated: the last line ({len(text.splitlines())}) is cut off")
+    return text
+
+
+SUMMARY_CSV_COLUMNS = ("benchmark", "metric", "k", "value", "ci_low", "ci_high", "n_problems", "n_samples")
+
+
 def read_summary_csv(path: Path) -> list[dict]:
-    """Rows of an evaluation summary.csv with metric normalised to `avg@k` etc. and k an int; raises ValueError."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"benchmark", "metric", "value"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"missing columns {sorted(missing)}")
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            metric, k = (r.get("metric") or "").strip(), _float(r.get("k"))
-            m = _METRIC_RE.match(metric)
-            if m:
-                metric = f"{m.group(1)}@k"
-                if m.group(2) != "k":
-                    k = float(m.group(2))
-            try:
-                value = float(r["value"])
-            except (TypeError, ValueError):
-                raise ValueError(f"line {i}: value {r.get('value')!r} is not a number") from None
-            rows.append({"benchmark": (r["benchmark"] or "").strip(), "metric": metric,
-                         "k": None if math.isnan(k) else int(k), "value": value,
-                         "ci_low": _float(r.get("ci_low")), "ci_high": _float(r.get("ci_high")),
-                         "n_problems": _float(r.get("n_problems")), "n_samples": _float(r.get("n_samples"))})
-        return rows
+    """Rows of an evaluation summary.csv with metric normalised to `avg@k` etc. and k an int, each with its `line`;
+    every row must be complete (all fields, numbers parse). Raises ValueError naming the line."""
+    lines = read_complete_text(path).splitlines()
+    reader = csv.reader(lines)
+    header = next(reader, None) or []
+    missing = [c for c in SUMMARY_CSV_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"missing columns {missing}")
+    col = {c: header.index(c) for c in header}
+    rows = []
+    for i, fields in enumerate(reader, start=2):
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise ValueError(f"line {i}: {len(fields)} fields, the header has {len(header)}")
+        r = {c: fields[j] for c, j in col.items()}
+        metric, k = r["metric"].strip(), _float(r["k"])
+        m = _METRIC_RE.match(metric)
+        if m:
+            metric = f"{m.group(1)}@k"
+            if m.group(2) != "k":
+                k = float(m.group(2))
+        nums = {}
+        for f in ("value", "ci_low", "ci_high", "n_problems", "n_samples"):
+            nums[f] = _float(r[f])
+            if math.isnan(nums[f]) and (f == "value" or r[f].strip() not in ("", "nan", "NaN")):
+                raise ValueError(f"line {i}: {f} {r[f]!r} is not a number")
+        rows.append({"benchmark": r["benchmark"].strip(), "metric": metric,
+                     "k": None if math.isnan(k) else int(k), **nums, "line": i})
+    if not rows:
+        raise ValueError("no rows")
+    return rows
 
 
 def read_samples(path: Path) -> ProblemScores:
     """Per-problem correct counts and mean lengths; raises ValueError naming the bad line."""
     keys, n, c, length = [], [], [], []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                correct = r["correct"]
-                n_ok = correct.count(True)  # bools (1 counts as True too)
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"line {i}: {type(e).__name__}: {e}") from None
-            if not isinstance(correct, list) or not correct:
-                raise ValueError(f"line {i}: `correct` must be a non-empty list")
-            p = r.get("problem", r.get("doc_id", i - 1))
-            key = p if isinstance(p, str) else json.dumps(p, sort_keys=True)
-            seen[key] = seen.get(key, 0) + 1
-            keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")  # repeated problems stay distinct
-            n.append(len(correct))
-            c.append(n_ok)
-            lens = r.get("lengths") or []
-            try:
-                length.append(sum(lens) / len(lens) if lens else math.nan)
-            except TypeError:
-                raise ValueError(f"line {i}: `lengths` must be numbers") from None
+    doc_ids: dict = {}
+    for i, line in enumerate(read_complete_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            correct = r["correct"]
+            n_ok = correct.count(True)  # bools (1 counts as True too)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"line {i}: {type(e).__name__}: {e}") from None
+        if not isinstance(correct, list) or not correct:
+            raise ValueError(f"line {i}: `correct` must be a non-empty list")
+        if "doc_id" in r:
+            d = json.dumps(r["doc_id"])
+            if d in doc_ids:
+                raise ValueError(f"line {i}: doc_id {r['doc_id']} again (first on line {doc_ids[d]})")
+            doc_ids[d] = i
+        p = r.get("problem", r.get("doc_id", i - 1))
+        key = p if isinstance(p, str) else json.dumps(p, sort_keys=True)
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")  # repeated problems stay distinct
+        n.append(len(correct))
+        c.append(n_ok)
+        lens = r.get("lengths") or []
+        try:
+            length.append(sum(lens) / len(lens) if lens else math.nan)
+        except TypeError:
+            raise ValueError(f"line {i}: `lengths` must be numbers") from None
     if not keys:
         raise ValueError("no problems")
     return ProblemScores(keys, np.asarray(n), np.asarray(c), np.asarray(length, dtype=float))
+
+
+def read_analysis_csv(path: Path) -> pd.DataFrame:
+    """An analysis CSV (harness analyze) checked against its `<stem>.provenance.json` sidecar: written to the end,
+    every row complete, as many rows as the sidecar records (`rows`; older sidecars: one per `checkpoints` entry
+    for tables with a `step` column). Raises ValueError."""
+    import io
+
+    text = read_complete_text(path)
+    lines = list(csv.reader(text.splitlines()))
+    if not lines:
+        raise ValueError("empty")
+    width = len(lines[0])
+    for i, fields in enumerate(lines[1:], start=2):
+        if len(fields) != width:
+            raise ValueError(f"line {i}: {len(fields)} fields, the header has {width}")
+    df = pd.read_csv(io.StringIO(text))
+    side = Path(path).with_name(Path(path).stem + ".provenance.json")
+    prov = _read_json(side, []) if side.exists() else None
+    if prov is not None:
+        want = prov.get("rows")
+        if want is None and "step" in df.columns and isinstance(prov.get("checkpoints"), dict):
+            want = len(prov["checkpoints"])
+        if want is not None and len(df) != int(want):
+            raise ValueError(f"{len(df)} rows, {side.name} records {want}")
+    return df
 
 
 def _eval_dirs(cell_dir: Path) -> dict[str, Path]:
@@ -215,14 +273,14 @@ def _eval_provenance(d: dict) -> dict:
             "time_utc": str(prov.get("time_utc") or d.get("time_utc") or "")}
 
 
-def _read_train(path: Path, cell_id: str, issues: list[Issue]) -> list[dict]:
+def _read_train(path: Path, cell_id: str, expected_steps: int | None, issues: list[Issue]) -> list[dict]:
+    """train/metrics.jsonl, whole or not at all: every line parses, steps 1..N, N = status.json's steps."""
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        issues.append(Issue(str(path), f"unreadable: {e}"))
-        return rows
-    bad = []
+        lines = read_complete_text(path).splitlines()
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        issues.append(Issue(str(path), f"{e}; training curves of this cell left out"))
+        return []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -230,11 +288,13 @@ def _read_train(path: Path, cell_id: str, issues: list[Issue]) -> list[dict]:
             r = json.loads(line)
             step = int(r["step"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            bad.append(i)
-            continue
+            issues.append(Issue(str(path), f"corrupt line {i}; training curves of this cell left out"))
+            return []
         rows.append({"cell_id": cell_id, "step": step, **{k: _float(r.get(k)) for k in TRAIN_KEYS}})
-    if bad:
-        issues.append(Issue(str(path), f"skipped {len(bad)} corrupt line(s): {bad[:5]}"))
+    problems = checks.metrics_steps([r["step"] for r in rows], expected_steps)
+    if problems:
+        issues.append(Issue(str(path), "; ".join(problems) + "; training curves of this cell left out"))
+        return []
     return rows
 
 
@@ -259,49 +319,124 @@ def base_sources(cells: list[dict]) -> set[str]:
     return out
 
 
-def _scan_cell(cell_dir: Path, step: str | int, models: dict | None, issues: list[Issue]) -> dict | None:
+def _read_yaml(path: Path) -> dict | None:
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _scan_cell(cell_dir: Path, grid: str, step: str | int, models: dict | None, issues: list[Issue]) -> dict | None:
+    """The cell's row (cells.csv), or None when its cell.json is unusable or its identity does not hold."""
+    from harness.runner import cell_state
+
     cfg = _read_json(cell_dir / "cell.json", issues)
     if cfg is None:
         return None  # named in issues; without a cell.json we cannot place the cell
-    cell = parse_cell(cfg, cell_dir, models)
+    problems = checks.cell_identity(cfg, cell_dir.name, grid)
+    status: dict | None = {"state": "no status"}
     if (cell_dir / "status.json").exists():
         status = _read_json(cell_dir / "status.json", issues)
-        state = str(status.get("state", "no state")) if status is not None else "corrupt status"
-    else:
-        state = "no status"
+    if not problems and status is not None and status.get("state") == "complete":
+        problems = checks.cell_definition(cfg, _read_yaml(cell_dir / "train" / "config.yaml"))
+    if problems:
+        issues.append(Issue(str(cell_dir / "cell.json"), "; ".join(problems) + "; cell left out"))
+        return None
+    cell = parse_cell(cfg, cell_dir, models)
+    state, note = cell_state(status) if status is not None else ("corrupt status", "")
     labels = list(_eval_dirs(cell_dir))
     table_step = pick_step(labels, step) if state == "complete" else None
     if table_step is None and state == "complete" and cell["variant"] == "base" and "base" in labels:
         table_step = "base"  # an untrained-model cell: its base evaluation is its result
     if table_step is None and state == "complete":
-        issues.append(Issue(str(cell_dir / "eval"), f"complete cell has no evaluation at step {step}"))
-    cell.update(state=state, steps=" ".join(labels), path=str(cell_dir), table_step=table_step, git_hash="")
+        issues.append(Issue(str(cell_dir / "eval"), f"complete cell has no evaluation at step {step}; "
+                                                    "cell left out of the tables"))
+    if state not in ("complete", "corrupt status"):
+        issues.append(Issue(str(cell_dir / "status.json"),
+                            f"state {state}{': ' + note if note else ''}; cell not in the tables"))
+    cell.update(state=state, steps=" ".join(labels), path=str(cell_dir), table_step=table_step, git_hash="",
+                runner=checks.is_runner_cell(cfg), status_steps=(status or {}).get("steps"))
     return cell
 
 
+def _refuse_duplicates(cells: list[dict], issues: list[Issue]) -> list[dict]:
+    """Two or more complete cells for one (model, variant, seed) would count one seed twice: refuse them all."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        if c["state"] == "complete":
+            groups.setdefault((c["model"], c["variant"], str(c["seed"])), []).append(c)
+    refused = set()
+    for (model, variant, seed), group in groups.items():
+        if len(group) > 1:
+            ids = sorted(c["cell_id"] for c in group)
+            for c in group:
+                others = ", ".join(i for i in ids if i != c["cell_id"])
+                issues.append(Issue(c["path"], f"duplicate: {others} is also model {model}, variant {variant}, seed "
+                                               f"{seed}; both left out (move the stale one out of this grid folder)"))
+                refused.add(c["cell_id"])
+    return [c for c in cells if c["cell_id"] not in refused]
+
+
 def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: list[Issue]) -> None:
-    """Append the cell's summary rows, eval provenance and (table step / base source) samples to `out`."""
+    """Append the cell's checked summary rows, eval provenance and (table step / base source) samples to `out`.
+
+    An evaluation folder whose summary.csv is incomplete or disagrees with results_<benchmark>.json is left out
+    whole; a benchmark whose results file is unreadable is left out of that folder; a samples file that disagrees
+    with the summary is left out (the tables then use the summary's values without per-problem statistics)."""
     for label, d in _eval_dirs(Path(cell["path"])).items():
         is_base = label == "base" or cell["variant"] == "base"
         try:
             rows = read_summary_csv(d / "summary.csv")
         except FileNotFoundError:
-            issues.append(Issue(str(d / "summary.csv"), "missing"))
+            issues.append(Issue(str(d / "summary.csv"), "missing; evaluation left out"))
             continue
         except (OSError, ValueError, csv.Error, UnicodeDecodeError) as e:
-            issues.append(Issue(str(d / "summary.csv"), f"corrupt: {e}"))
+            issues.append(Issue(str(d / "summary.csv"), f"corrupt: {e}; evaluation left out"))
             continue
-        benchmarks = sorted({r["benchmark"] for r in rows})
-        hashes = {}
-        for b in benchmarks:
+        problems = checks.summary_rows(rows)
+        by_bench: dict[str, list[dict]] = {}
+        for r in rows:
+            by_bench.setdefault(r["benchmark"], []).append(r)
+        results: dict[str, dict] = {}
+        for b in sorted(by_bench):
             rj = d / f"results_{b}.json"
-            if rj.exists() and (prov := _read_json(rj, issues)) is not None:
-                p = _eval_provenance(prov)
-                hashes[b] = p["git_hash"]
-                out["evals"].append({"cell_id": cell["cell_id"], "eval": label, "benchmark": b, **p})
+            res = _read_json(rj, [])
+            if res is None:
+                issues.append(Issue(str(rj), ("missing" if not rj.exists() else "corrupt JSON")
+                                    + f"; {b} rows of {label} left out (summary.csv cannot be checked)"))
+                continue
+            bad = checks.summary_vs_results(by_bench[b], b, res)
+            if bad:
+                problems += bad
+            results[b] = res
+        stray = sorted(p.name[len("results_"):-len(".json")] for p in d.glob("results_*.json")
+                       if p.name[len("results_"):-len(".json")] not in by_bench)
+        if stray:
+            problems.append(f"no rows for {', '.join(stray)} although results_{stray[0]}.json is there "
+                            "(summary.csv cut short?)")
+        if cell.get("runner") and results:
+            seeds = {b: (r.get("protocol") or {}).get("seed") for b, r in results.items()}
+            wrong = {b: s for b, s in seeds.items() if s is not None and str(s) != str(cell["seed"])}
+            if wrong:
+                b = next(iter(wrong))
+                problems.append(f"results_{b}.json was evaluated with seed {wrong[b]}, the cell's seed is "
+                                f"{cell['seed']}")
+        if problems:
+            issues.append(Issue(str(d / "summary.csv"), "; ".join(problems[:3])
+                                + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+                                + "; evaluation left out"))
+            continue
+        for b, res in results.items():
+            p = _eval_provenance(res)
+            out["evals"].append({"cell_id": cell["cell_id"], "eval": label, "benchmark": b, **p})
+        hashes = {e["benchmark"]: e["git_hash"] for e in out["evals"]
+                  if e["cell_id"] == cell["cell_id"] and e["eval"] == label}
         in_table = label == cell["table_step"] and (cell["variant"] != "base" or is_base_source)
         in_table = in_table or (label == "base" and is_base_source)
         for r in rows:
+            if r["benchmark"] not in results:
+                continue
             out["summary"].append({"grid": grid, "cell_id": cell["cell_id"], "model": cell["model"],
                                    "variant": "base" if is_base else cell["variant"],
                                    "rho": math.nan if is_base else cell["rho"], "seed": cell["seed"],
@@ -309,14 +444,20 @@ def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: 
                                    "eval": label, "in_table": in_table})
         if not in_table:
             continue
-        for b in benchmarks:
+        for b in results:
             sp = d / f"samples_{b}.jsonl"
             if not sp.exists():
                 continue  # optional: without samples the tables use summary CIs and skip paired tests
             try:
-                out["samples"].setdefault((cell["cell_id"], label), {})[b] = read_samples(sp)
+                scores = read_samples(sp)
             except (OSError, ValueError, UnicodeDecodeError) as e:
-                issues.append(Issue(str(sp), f"corrupt, skipped: {e}"))
+                issues.append(Issue(str(sp), f"corrupt: {e}; samples left out (no per-problem statistics)"))
+                continue
+            bad = checks.samples_vs_summary(scores.n, scores.c, by_bench[b])
+            if bad:
+                issues.append(Issue(str(sp), "; ".join(bad) + "; samples left out (no per-problem statistics)"))
+                continue
+            out["samples"].setdefault((cell["cell_id"], label), {})[b] = scores
 
 
 def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: dict | None = None) -> GridData:
@@ -328,8 +469,9 @@ def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: di
     issues: list[Issue] = []
     if not runs.is_dir():
         issues.append(Issue(str(runs), "no such grid directory"))
-    dirs = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    cells = [c for c in (_scan_cell(d, step, models, issues) for d in dirs) if c is not None]
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else []
+    cells = [c for c in (_scan_cell(d, grid, step, models, issues) for d in dirs) if c is not None]
+    cells = _refuse_duplicates(cells, issues)
     sources = base_sources(cells)
     out: dict = {"summary": [], "evals": [], "samples": {}}
     train: list[dict] = []
@@ -341,8 +483,11 @@ def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: di
                                  and e["eval"] == cell["table_step"] and e["git_hash"]), "")
         tm = Path(cell["path"]) / "train" / "metrics.jsonl"
         if tm.exists():
-            train.extend(_read_train(tm, cell["cell_id"], issues))
-    analysis = sorted({*runs.glob("*/analysis/*.png"), *runs.glob("*/analysis/*.csv"),
+            expected = cell["status_steps"] if cell["runner"] and isinstance(cell["status_steps"], int) else None
+            train.extend(_read_train(tm, cell["cell_id"], expected, issues))
+    kept = {Path(c["path"]).name for c in cells}
+    analysis = sorted({*(p for p in runs.glob("*/analysis/*.png") if p.parent.parent.name in kept),
+                       *(p for p in runs.glob("*/analysis/*.csv") if p.parent.parent.name in kept),
                        *(results_dir / grid / "analysis").glob("**/*.png"),
                        *(results_dir / grid / "analysis").glob("**/*.csv")})
     return GridData(grid=grid, cells=pd.DataFrame(cells, columns=CELL_COLUMNS),
