@@ -57,8 +57,15 @@ def group_options(group: str) -> list[str]:
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
-    """' (did you mean X?)' for the closest choice, or ''."""
+    """' (did you mean X?)' for the closest choice, or ''. Dotted keys are also matched by their last part
+    (`tempreature` -> `generation.temperature`)."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close and any("." in c for c in choices):
+        by_last: dict[str, str] = {}
+        for c in choices:
+            by_last.setdefault(c.rsplit(".", 1)[-1], c)
+        last = difflib.get_close_matches(word.rsplit(".", 1)[-1], list(by_last), n=1, cutoff=0.75)
+        close = [by_last[last[0]]] if last else []
     return f" (did you mean {close[0]}?)" if close else ""
 
 
