@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
+import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.core.config import ConfigError, load_config, to_dict
 from harness.core.io import REPO_ROOT, atomic_write_json, provenance
+from harness.identity import digest, identity
 
 STATES = ("pending", "running", "complete", "failed")
 
@@ -44,7 +46,7 @@ class Cell:
     """One cell of a grid; everything needed to run it, as plain data."""
 
     grid: str
-    cell_id: str
+    cell_id: str                    # <model>-<variant>-s<seed>-<hash of the training identity>
     model: str                      # model preset name (configs/model/<model>.yaml)
     variant: str                    # variant preset (configs/variant/) or "base" (eval only)
     seed: int
@@ -56,40 +58,70 @@ class Cell:
     eval_every: int | None
     resources: dict = field(default_factory=dict, hash=False, compare=False)
     analyses: tuple = ()            # entropy analyses run in the cell after evaluation (ablations/)
+    eval_id: str = ""               # hash of the evaluation identity: results in eval/<eval_id>/
+    eval_steps: tuple[int, ...] = ()  # optimiser steps evaluated (the last one is the final model); () for base
+    analysis_ids: tuple[str, ...] = ()  # "<name>-<hash>" per analysis: results in analysis/<id>/
 
     @property
     def eval_only(self) -> bool:
         return self.variant == "base"
+
+    @property
+    def eval_labels(self) -> tuple[str, ...]:
+        """The evaluation folders of eval/<eval_id>/: "base" or "step-N"."""
+        return ("base",) if self.eval_only else tuple(f"step-{s}" for s in self.eval_steps)
 
     def to_json(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
 # ----------------------------------------------------------------------------------------------
-# Planning (pure): grid config -> cells
+# Planning (pure): grid config -> cells. What each config key covers: harness/identity.yaml
 
 
-def _cell_id(cell: Cell) -> str:
-    """Readable prefix + a hash of the cell's *resolved* configs (training and evaluation).
+@functools.lru_cache(maxsize=256)
+def _composed(name: str, overrides: tuple[str, ...]) -> dict:
+    """A resolved config as a plain dict, composed once per planning process (callers must not change it)."""
+    return to_dict(load_config(name, overrides))
 
-    Editing a preset that a cell uses gives it a new id (a new cell, run afresh); editing nothing
-    keeps every id, so finished cells are found again. Output paths are not part of the hash.
-    """
-    resolved = {"eval": _resolved("eval", list(cell.eval_overrides), drop=("model", "out")),
-                "eval_tasks": cell.eval_tasks, "eval_every": cell.eval_every, "analyses": cell.analyses}
+
+def _train_config(cell: Cell) -> dict:
+    """The resolved `harness train` config of a cell (for a base cell: only its model counts)."""
     if cell.eval_only:
-        resolved["model"] = _resolved("train", [f"model={cell.model}", *cell.train_overrides], drop=())["model"]
-    else:
-        resolved["train"] = _resolved("train", train_overrides_for(cell), drop=("out", "resume"))
-    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{cell.model}-{cell.variant}-s{cell.seed}-{digest}"
+        return _composed("train", (f"model={cell.model}", *cell.train_overrides))
+    return _composed("train", tuple(train_overrides_for(cell)))
 
 
-def _resolved(name: str, overrides: list[str], drop: tuple[str, ...]) -> dict:
-    d = to_dict(load_config(name, overrides))
-    for k in drop:
-        d.pop(k, None)
-    return d
+def eval_overrides_for(cell: Cell, checkpoint: str | None = None, out: Path | None = None) -> list[str]:
+    """The `harness eval` overrides of the cell's evaluations (checkpoint and out per evaluated step)."""
+    ov = [f"tasks=[{','.join(cell.eval_tasks)}]", f"seed={cell.seed}", *cell.eval_overrides]
+    return ov + ([f"checkpoint={checkpoint}"] if checkpoint else []) + ([f"out={out}"] if out else [])
+
+
+def _analysis_overrides(cell: Cell, a: dict, fields: dict) -> list[str]:
+    return [o.format(**fields) for o in a.get("overrides", [])]
+
+
+def _identify(cell: Cell) -> Cell:
+    """The cell with its ids: the training identity names the cell, the evaluation and analysis identities name
+    its eval/ and analysis/ folders (so changing an evaluation setting re-evaluates stored weights only)."""
+    train_cfg = _train_config(cell)
+    train = identity("train", train_cfg)
+    if cell.eval_only:
+        train = {k: v for k, v in train.items() if k.startswith("model.")}
+    cell_id = f"{cell.model}-{cell.variant}-s{cell.seed}-{digest(train)}"
+    eval_id = digest(identity("eval", _composed("eval", tuple(eval_overrides_for(cell)))))
+    steps: tuple[int, ...] = ()
+    if not cell.eval_only:
+        max_steps = int(train_cfg["trainer"]["max_steps"])
+        every = cell.eval_every
+        steps = tuple(sorted({*(range(every, max_steps, every) if every else ()), max_steps}))
+    # analysis identities see placeholders, not this machine's paths; {eval_dir} names the evaluation's id
+    last = f"step-{steps[-1]}" if steps else "base"
+    fields = {"cell_dir": "CELL_DIR", "eval_dir": f"CELL_DIR/eval/{eval_id}/{last}", "base_model": "BASE_MODEL"}
+    ids = tuple(f"{a['name']}-" + digest(identity("analyze", _composed(
+        f"analyze/{a['name']}", tuple(_analysis_overrides(cell, a, fields))))) for a in cell.analyses)
+    return dataclasses.replace(cell, cell_id=cell_id, eval_id=eval_id, eval_steps=steps, analysis_ids=ids)
 
 
 def train_overrides_for(cell: Cell, out_dir: Path | None = None) -> list[str]:
@@ -129,7 +161,7 @@ def plan(grid: DictConfig) -> list[Cell]:
                     resources=dict(resources.get(model) or resources.get("default") or {}),
                     analyses=tuple(a for a in (g.get("analyses") or []) if _applies(a, variant, int(seed))),
                 )
-                cells.append(dataclasses.replace(cell, cell_id=_cell_id(cell)))
+                cells.append(_identify(cell))
     return cells
 
 
@@ -249,35 +281,74 @@ def _last_metrics(cdir: Path) -> dict:
 # Running one cell (in its own process)
 
 
+def weights(cell: Cell, cdir: Path, step: int) -> Path | None:
+    """The trained weights of `step` on disk (the final model for the last step), None when absent."""
+    train_dir = cdir / "train"
+    if step == cell.eval_steps[-1]:
+        return train_dir / "final" if (train_dir / "final" / "config.json").exists() else None
+    from trainers.train import complete_checkpoints
+
+    return complete_checkpoints(train_dir).get(step)
+
+
+def pending(cell: Cell, cdir: Path) -> tuple[str, ...]:
+    """What the cell still has to do, read from its files: some of "train", "eval", "analysis".
+
+    "train" when training has not finished, or when an evaluation or analysis still to run needs weights that
+    are not on disk (weights never enter git: a fresh clone holds results, not models)."""
+    ev = cdir / "eval" / cell.eval_id
+    evals = [label for label in cell.eval_labels if not (ev / label / "summary.csv").exists()]
+    analyses = [a for a in cell.analysis_ids if not (cdir / "analysis" / a / f"{a.rsplit('-', 1)[0]}.csv").exists()]
+    work = []
+    if not cell.eval_only:
+        need = [int(label.split("-")[1]) for label in evals] + ([cell.eval_steps[-1]] if analyses else [])
+        if not (cdir / "train" / "summary.json").exists() or any(weights(cell, cdir, s) is None for s in need):
+            work.append("train")
+    return tuple(work + (["eval"] if evals else []) + (["analysis"] if analyses else []))
+
+
+def is_done(cell: Cell, cdir: Path) -> bool:
+    """Complete for this plan: status.json says so for these evaluation and analysis ids, and nothing is missing."""
+    st = read_status(cdir)
+    return (st["state"] == "complete" and st.get("eval_id") == cell.eval_id
+            and list(st.get("analyses") or []) == list(cell.analysis_ids) and not pending(cell, cdir))
+
+
+def eval_settings(cell: Cell, eval_root: Path) -> None:
+    """eval/<eval_id>/eval.json: the settings the evaluation id stands for (written once)."""
+    if not (eval_root / "eval.json").exists():
+        atomic_write_json(eval_root / "eval.json", {
+            "eval_id": cell.eval_id, "overrides": eval_overrides_for(cell),
+            "identity": identity("eval", to_dict(load_config("eval", eval_overrides_for(cell))))})
+
+
 def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
-    """Evaluate one checkpoint into out_dir unless it is already there (summary.csv is written last)."""
+    """Evaluate one model into out_dir (eval/<eval_id>/<label>/) unless it is already there (summary.csv is
+    written last). eval/<eval_id>/eval.json records the settings the id stands for."""
     if (out_dir / "summary.csv").exists():
         return
     from harness.evaluation import main as eval_main
 
-    cfg = load_config("eval", [f"checkpoint={model_path}", f"tasks=[{','.join(cell.eval_tasks)}]",
-                               f"out={out_dir}", f"seed={cell.seed}", *cell.eval_overrides])
-    rc = eval_main(cfg)
+    eval_settings(cell, out_dir.parent)
+    rc = eval_main(load_config("eval", eval_overrides_for(cell, model_path, out_dir)))
     if rc:
         raise RuntimeError(f"evaluation of {model_path} exited with {rc}")
 
 
 def _run_analyses(cell: Cell, cdir: Path) -> None:
-    """The grid's analyses for this cell, into <cell>/analysis/ (skipped when their CSV is there).
+    """The grid's analyses for this cell, each into <cell>/analysis/<name>-<id>/ (skipped when its CSV is there).
 
     Overrides may name `{cell_dir}`, `{eval_dir}` (the cell's last evaluation) and `{base_model}`."""
     import importlib
 
-    evals = sorted((cdir / "eval").glob("*/summary.csv"), key=lambda p: (p.parent.name != "base",
-                   int(p.parent.name.split("-")[1]) if p.parent.name.startswith("step-") else -1))
-    fields = {"cell_dir": cdir, "eval_dir": evals[-1].parent if evals else cdir / "eval", "base_model": ""}
-    if any("{base_model}" in o for a in cell.analyses for o in a.get("overrides", [])):
+    todo = [(a, aid) for a, aid in zip(cell.analyses, cell.analysis_ids)
+            if not (cdir / "analysis" / aid / f"{a['name']}.csv").exists()]
+    fields = {"cell_dir": cdir, "eval_dir": cdir / "eval" / cell.eval_id / cell.eval_labels[-1], "base_model": ""}
+    if any("{base_model}" in o for a, _ in todo for o in a.get("overrides", [])):
         fields["base_model"] = base_model_path(cell, cdir.parents[2])
-    for a in cell.analyses:
-        out = cdir / "analysis"
-        if (out / f"{a['name']}.csv").exists():
-            continue
-        ov = [o.format(**fields) for o in a.get("overrides", [])] + [f"out={out}"]
+    for a, aid in todo:
+        out = cdir / "analysis" / aid
+        ov = _analysis_overrides(cell, a, fields) + [f"out={out}"]
         if not cell.eval_only and not any(o.startswith("run=") for o in ov):
             ov.append(f"run={cdir}")
         rc = importlib.import_module(f"ablations.{a['name']}").main(load_config(f"analyze/{a['name']}", ov))
@@ -311,7 +382,8 @@ def _train_local(cell: Cell, train_dir: Path) -> None:
 
 
 def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
-    """Train (resuming if a checkpoint exists) and evaluate one cell; status.json is written last.
+    """Do what the cell still needs (`pending`): train (resuming from a checkpoint), evaluate the steps not yet
+    evaluated under its evaluation id, run its analyses; status.json is written last.
 
     `train_fn` replaces the in-process training (the SLURM path runs accelerate); with `write=False`
     (non-zero nodes of a multi-node job) the process only trains.
@@ -323,31 +395,26 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
         write_status(cdir, "running", **this_process())
     try:
         timings = {}
-        if cell.eval_only:
-            _evaluate(cell, base_model_path(cell, cdir.parents[2]), cdir / "eval" / "base")
-            timings["eval_s"] = round(time.time() - t0, 1)
-        else:
-            train_dir = cdir / "train"
-            if not (train_dir / "final" / "config.json").exists():
-                train_fn() if train_fn else _train_local(cell, train_dir)
+        if "train" in pending(cell, cdir):
+            train_fn() if train_fn else _train_local(cell, cdir / "train")
             timings["train_s"] = round(time.time() - t0, 1)
-            if not write:
-                return
-            t1 = time.time()
-            if cell.eval_every:
-                from trainers.train import complete_checkpoints
-
-                for step, ckpt in complete_checkpoints(train_dir).items():
-                    _evaluate(cell, str(ckpt), cdir / "eval" / f"step-{step}")
-            final_step = int(_last_metrics(cdir).get("step", 0))
-            _evaluate(cell, str(train_dir / "final"), cdir / "eval" / f"step-{final_step}")
-            timings["eval_s"] = round(time.time() - t1, 1)
+        if not write:
+            return
+        t1 = time.time()
+        for label in cell.eval_labels:
+            out = cdir / "eval" / cell.eval_id / label
+            if (out / "summary.csv").exists():
+                continue
+            model = base_model_path(cell, cdir.parents[2]) if cell.eval_only else \
+                str(weights(cell, cdir, int(label.split("-")[1])))
+            _evaluate(cell, model, out)
+        timings["eval_s"] = round(time.time() - t1, 1)
         t2 = time.time()
         _run_analyses(cell, cdir)
         if cell.analyses:
             timings["analysis_s"] = round(time.time() - t2, 1)
-        write_status(cdir, "complete", wall_s=round(time.time() - t0, 1), **timings,
-                     steps=_progress(cdir), provenance=provenance())
+        write_status(cdir, "complete", wall_s=round(time.time() - t0, 1), **timings, steps=_progress(cdir),
+                     eval_id=cell.eval_id, analyses=list(cell.analysis_ids), provenance=provenance())
     except BaseException as e:  # recorded, then re-raised so the process exits non-zero
         if write:
             write_status(cdir, "failed", error=f"{type(e).__name__}: {e}",
@@ -365,8 +432,8 @@ def _select(cfg: DictConfig) -> tuple[list[Cell], list[Cell]]:
         cells = [c for c in cells if fnmatch.fnmatch(c.cell_id, cfg.only)]
     todo = []
     for c in cells:
-        state = read_status(cell_dir(cfg.results_dir, c))["state"]
-        if state == "complete" or (state == "failed" and not cfg.retry_failed):
+        cdir = cell_dir(cfg.results_dir, c)
+        if is_done(c, cdir) or (read_status(cdir)["state"] == "failed" and not cfg.retry_failed):
             continue
         todo.append(c)
     return cells, todo
@@ -380,29 +447,57 @@ def cell_command(cell: Cell, cfg: DictConfig) -> str:
     return f"{sys.executable} -m harness.runner {cdir}"
 
 
+def _mark(cell: Cell, cdir: Path) -> str:
+    """The plan's word for a cell to run, by its most expensive part: train | retrain (training finished, but
+    weights a new evaluation or analysis needs are not on disk) | eval (stored weights) | analyse | status
+    (only status.json is rewritten)."""
+    work = pending(cell, cdir)
+    if "train" in work:
+        return "retrain" if (cdir / "train" / "summary.json").exists() else "train"
+    return "eval" if "eval" in work else "analyse" if work else "status"
+
+
 def print_plan(cells: list[Cell], todo: list[Cell], cfg: DictConfig) -> None:
-    print(f"grid {cfg.grid.name}: {len(cells)} cells, {len(todo)} to run "
+    """One line per cell: what it still needs (train | eval: stored weights only | analyse | status: only
+    status.json is rewritten | done), resources and command; then totals."""
+    todo_ids = {c.cell_id for c in todo}
+    marks = {c.cell_id: _mark(c, cell_dir(cfg.results_dir, c)) if c.cell_id in todo_ids else "done" for c in cells}
+    counts = {m: sum(v == m for v in marks.values()) for m in ("train", "retrain", "eval", "analyse", "status", "done")}
+    print(f"grid {cfg.grid.name}: {len(cells)} cells, {len(todo)} to run: {counts['train']} to train, "
+          f"{counts['retrain']} to retrain (weights not on disk), "
+          f"{counts['eval']} to evaluate (stored weights), {counts['analyse']} to analyse, "
+          f"{counts['status']} status only; {counts['done']} done "
           f"(launcher={cfg.launcher.name}, results in {Path(cfg.results_dir) / 'runs' / cfg.grid.name})")
     gpu_h = 0.0
-    todo_ids = {c.cell_id for c in todo}
     for c in cells:
         r = c.resources
         nodes, gpus, hours = r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 0))
-        gpu_h += nodes * gpus * hours if c.cell_id in todo_ids else 0
-        mark = "run " if c.cell_id in todo_ids else "done"
-        print(f"  [{mark}] {c.cell_id:<44} {nodes} node(s) x {gpus} GPU(s) x {hours:g} h   "
-              f"{cell_command(c, cfg)}")
-    print(f"totals: {len(todo)} cells to run, {gpu_h:g} GPU-hours (estimated)")
+        gpu_h += nodes * gpus * hours if marks[c.cell_id] in ("train", "retrain") else 0
+        print(f"  [{marks[c.cell_id]:<7}] {c.cell_id:<44} eval {c.eval_id}  {nodes} node(s) x {gpus} GPU(s) x "
+              f"{hours:g} h   {cell_command(c, cfg)}")
+    print(f"totals: {len(todo)} cells to run, {counts['train'] + counts['retrain']} to train, "
+          f"{gpu_h:g} training GPU-hours (estimated)")
 
 
 def _prepare(cells: list[Cell], cfg: DictConfig) -> None:
-    """Write each cell's definition and prepare each base model once (e.g. the mini warm start)."""
+    """Write each cell's definition (cell.json, rewritten when its evaluation or analyses changed), make a finished
+    training whose weights are needed but gone train again, and prepare each base model once (e.g. the mini warm
+    start) for the cells that train or read it."""
+    models = set()
     for c in cells:
         cdir = cell_dir(cfg.results_dir, c)
         cdir.mkdir(parents=True, exist_ok=True)
-        if not (cdir / "cell.json").exists():
+        if not (cdir / "cell.json").exists() or json.loads((cdir / "cell.json").read_text()) != c.to_json():
             atomic_write_json(cdir / "cell.json", c.to_json())
-    for model in sorted({c.model for c in cells}):  # once per model, before cells start in parallel
+        work = pending(c, cdir)
+        if "train" in work and (cdir / "train" / "summary.json").exists():
+            print(f"{c.cell_id}: the weights its evaluations need are not on disk; training again from scratch")
+            (cdir / "train" / "summary.json").unlink()
+            for d in ("final", "checkpoints"):
+                shutil.rmtree(cdir / "train" / d, ignore_errors=True)
+        if c.eval_only or "train" in work or "analysis" in work:
+            models.add(c.model)
+    for model in sorted(models):  # once per model, before cells start in parallel
         path = base_model_path(next(c for c in cells if c.model == model), cfg.results_dir)
         print(f"model {model}: {path}")
 
@@ -479,7 +574,8 @@ def status_rows(cfg: DictConfig) -> list[dict]:
         state, note = cell_state(st)
         last = _last_metrics(cdir)
         rows.append({
-            "cell": c.cell_id, "state": state, "steps": _progress(cdir),
+            "cell": c.cell_id, "state": state, "needs": " ".join(pending(c, cdir)) or "-",
+            "steps": _progress(cdir),
             "reward": None if "reward_mean" not in last else round(float(last["reward_mean"]), 3),
             "wall_s": st.get("wall_s"), "note": note[:70],
             "log": str(cdir / "log.txt"),

@@ -45,17 +45,18 @@ def harness_run(args, **kw):
 
 def results(results_dir: Path) -> dict:
     out = {}
-    for summary in sorted((results_dir / "runs" / "mini").glob("*/eval/*/summary.csv")):
+    for summary in sorted((results_dir / "runs" / "mini").glob("*/eval/*/*/summary.csv")):
         df = pd.read_csv(summary).drop(columns=["model"])
-        out[f"{summary.parents[2].name}/{summary.parent.name}"] = df.to_dict("records")
+        out[f"{summary.parents[3].name}/{summary.parents[1].name}/{summary.parent.name}"] = df.to_dict("records")
     for metrics in sorted((results_dir / "runs" / "mini").glob("*/train/metrics.jsonl")):
         rows = [json.loads(l) for l in metrics.read_text().splitlines()]
         out[metrics.parents[1].name + "/metrics"] = [
             {k: v for k, v in r.items() if k in ("step", "loss", "reward_mean", "entropy_mean", "grad_norm")}
             for r in rows]
-    for table in sorted((results_dir / "runs" / "mini").glob("*/analysis/*.csv")):
+    for table in sorted((results_dir / "runs" / "mini").glob("*/analysis/*/*.csv")):
         if table.stem in ("entropy", "overlap", "shift"):
-            out[f"{table.parents[1].name}/{table.stem}"] = pd.read_csv(table).round(6).to_dict("records")
+            out[f"{table.parents[2].name}/{table.parent.name}/{table.stem}"] = \
+                pd.read_csv(table).round(6).to_dict("records")
     return out
 
 
@@ -100,6 +101,21 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert a.keys() == b.keys() and len(a) == 1 + 2 * 2 + 2 + 5   # base + 2 cells x 2 evaluated steps, 2 metrics logs, 5 analysis tables
     assert a == b
 
+    # another evaluation setting: the stored weights are evaluated again beside the first evaluation, nothing trains
+    metrics_mtime = (full / "train" / "metrics.jsonl").stat().st_mtime_ns
+    k2 = [o if not o.startswith("grid.eval.overrides") else "grid.eval.overrides=['k=2','limit=20']"
+          for o in tiny_grid(kill_dir, warm)]
+    fourth = harness_run(k2)
+    out, _ = fourth.communicate(timeout=600)
+    assert fourth.returncode == 0 and "3 cells, 3 to run: 0 to train, 0 to retrain" in out, out
+    assert (full / "train" / "metrics.jsonl").stat().st_mtime_ns == metrics_mtime, "training ran again"
+    new = {c.cell_id: c.eval_id for c in plan(load_config("run", k2).grid)}
+    for c in cells:
+        assert new[c.cell_id] != c.eval_id
+        cdir = kill_dir / "runs" / "mini" / c.cell_id
+        assert (cdir / "eval" / c.eval_id).is_dir() and (cdir / "eval" / new[c.cell_id]).is_dir()  # side by side
+        assert read_status(cdir)["eval_id"] == new[c.cell_id]
+
 
 def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
     """launcher=slurm goes through hydra-submitit-launcher; its local executor runs the same path here."""
@@ -112,5 +128,5 @@ def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
     (cell,) = plan(load_config("run", args).grid)
     cdir = tmp_path / "runs" / "mini" / cell.cell_id
     assert read_status(cdir)["state"] == "complete"
-    assert (cdir / "eval" / "step-8" / "summary.csv").exists()
+    assert (cdir / "eval" / cell.eval_id / "step-8" / "summary.csv").exists()
     assert list((tmp_path / "runs" / "mini" / ".submitit").rglob("*_log.out")), "submitit wrote no job log"

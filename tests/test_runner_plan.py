@@ -23,19 +23,19 @@ def test_every_grid_composes_and_plans(grid):
 def test_paper_grid_dry_run_lists_nine_cells_with_resources(capsys, tmp_path):
     assert cli(["run", "grid=paper", "dry_run=true", f"results_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    lines = [l for l in out.splitlines() if l.strip().startswith("[run ]")]
+    lines = [l for l in out.splitlines() if l.strip().startswith("[train  ]")]
     assert len(lines) == 9
     # 32B: 8 nodes x 8 GPUs x 144 h (configs/grid/paper.yaml), 8B: 2 x 8 x 72
     assert sum("qwen3_32b" in l and "8 node(s) x 8 GPU(s) x 144 h" in l for l in lines) == 3
     assert sum("qwen3_8b" in l and "2 node(s) x 8 GPU(s) x 72 h" in l for l in lines) == 3
     # totals: 3 x (2*8*72 + 4*8*96 + 8*8*144) = 3 x (1152 + 3072 + 9216) = 40320 GPU-hours
-    assert "9 cells to run, 40320 GPU-hours" in out
+    assert "9 cells to run, 9 to train, 40320 training GPU-hours" in out
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
 def test_rho_grid_dry_run_lists_twelve_cells(capsys, tmp_path):
     assert cli(["run", "grid=rho", "dry_run=true", f"results_dir={tmp_path}"]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("[run ]")]
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("[train  ]")]
     assert len(lines) == 12
     for v in ("top10", "top20", "top50", "full"):
         assert sum(f"-{v}-" in l for l in lines) == 3

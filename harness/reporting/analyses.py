@@ -1,7 +1,7 @@
 """Entropy-analysis outputs (`harness analyze`: entropy, overlap, shift, ...) grouped for REPORT.md.
 
 Each output file is placed by its analysis kind (the file stem: overlap.csv and overlap.png are kind `overlap`) and
-by the cell it belongs to (results/runs/<grid>/<cell>/analysis/, the cell's variant and seed from its cell.json), so
+by the cell it belongs to (results/runs/<grid>/<cell>/analysis/<name>-<id>/, the cell's variant and seed from its cell.json), so
 REPORT.md can show all overlap tables together, each headed by variant and seed, then all shift tables, and so on.
 For a kind whose CSV has a `step` column, `last_step_table` stacks every cell's last row into one table across
 cells (e.g. overlap_vs_base_pct at the final step, per variant and seed).
@@ -41,6 +41,13 @@ class Entry:
         return f"grid analysis ({self.source})"
 
 
+def cell_dir_of(path: Path) -> Path | None:
+    """The cell folder an analysis output belongs to: the one holding its `analysis/` ancestor and a cell.json
+    (<cell>/analysis/x.csv or <cell>/analysis/<name>-<id>/x.csv); None for grid-level outputs."""
+    owner = next((q.parent for q in Path(path).parents if q.name == "analysis"), None)
+    return owner if owner is not None and (owner / "cell.json").exists() else None
+
+
 def _seed(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "?"
@@ -59,7 +66,8 @@ def index(paths: Sequence[Path], cells: pd.DataFrame, variant_order: Sequence[st
     entries: dict[tuple[str, str], Entry] = {}
     for p in paths:
         p = Path(p)
-        cell = by_path.get(str(p.parent.parent)) if p.parent.name == "analysis" else None
+        owner = cell_dir_of(p)
+        cell = by_path.get(str(owner)) if owner is not None else None
         if cell is not None:
             key = (p.stem, cell["cell_id"])
             e = entries.get(key) or Entry(p.stem, cell["cell_id"], str(cell["variant"]), _seed(cell["seed"]), "",

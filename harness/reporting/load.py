@@ -241,10 +241,11 @@ def read_analysis_csv(path: Path) -> pd.DataFrame:
     return df
 
 
-def _eval_dirs(cell_dir: Path) -> dict[str, Path]:
-    """{"base": .., "step-N": ..} sorted by step; `eval/step-N/` and `eval/base/`."""
+def _eval_dirs(cell_dir: Path, eval_id: str = "") -> dict[str, Path]:
+    """{"base": .., "step-N": ..} sorted by step, from `eval/<eval_id>/` (the evaluation that status.json names; a
+    cell may hold several side by side), or from `eval/` itself for a cell written before evaluation ids."""
     out = {}
-    ev = cell_dir / "eval"
+    ev = cell_dir / "eval" / eval_id if eval_id else cell_dir / "eval"
     if (ev / "base").is_dir():
         out["base"] = ev / "base"
     steps = []
@@ -345,7 +346,8 @@ def _scan_cell(cell_dir: Path, grid: str, step: str | int, models: dict | None, 
         return None
     cell = parse_cell(cfg, cell_dir, models)
     state, note = cell_state(status) if status is not None else ("corrupt status", "")
-    labels = list(_eval_dirs(cell_dir))
+    eval_id = str((status or {}).get("eval_id") or "")
+    labels = list(_eval_dirs(cell_dir, eval_id))
     table_step = pick_step(labels, step) if state == "complete" else None
     if table_step is None and state == "complete" and cell["variant"] == "base" and "base" in labels:
         table_step = "base"  # an untrained-model cell: its base evaluation is its result
@@ -356,7 +358,9 @@ def _scan_cell(cell_dir: Path, grid: str, step: str | int, models: dict | None, 
         issues.append(Issue(str(cell_dir / "status.json"),
                             f"state {state}{': ' + note if note else ''}; cell not in the tables"))
     cell.update(state=state, steps=" ".join(labels), path=str(cell_dir), table_step=table_step, git_hash="",
-                runner=checks.is_runner_cell(cfg), status_steps=(status or {}).get("steps"))
+                runner=checks.is_runner_cell(cfg), status_steps=(status or {}).get("steps"), eval_id=eval_id,
+                analysis_dirs=[cell_dir / "analysis", *(cell_dir / "analysis" / str(a)
+                                                        for a in (status or {}).get("analyses") or [])])
     return cell
 
 
@@ -384,7 +388,7 @@ def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: 
     An evaluation folder whose summary.csv is incomplete or disagrees with results_<benchmark>.json is left out
     whole; a benchmark whose results file is unreadable is left out of that folder; a samples file that disagrees
     with the summary is left out (the tables then use the summary's values without per-problem statistics)."""
-    for label, d in _eval_dirs(Path(cell["path"])).items():
+    for label, d in _eval_dirs(Path(cell["path"]), cell["eval_id"]).items():
         is_base = label == "base" or cell["variant"] == "base"
         try:
             rows = read_summary_csv(d / "summary.csv")
@@ -485,9 +489,8 @@ def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: di
         if tm.exists():
             expected = cell["status_steps"] if cell["runner"] and isinstance(cell["status_steps"], int) else None
             train.extend(_read_train(tm, cell["cell_id"], expected, issues))
-    kept = {Path(c["path"]).name for c in cells}
-    analysis = sorted({*(p for p in runs.glob("*/analysis/*.png") if p.parent.parent.name in kept),
-                       *(p for p in runs.glob("*/analysis/*.csv") if p.parent.parent.name in kept),
+    # a kept cell's analyses: the folders its status.json names (analysis/<name>-<id>/) and analysis/ itself (ad hoc)
+    analysis = sorted({*(p for c in cells for d in c["analysis_dirs"] for p in (*d.glob("*.png"), *d.glob("*.csv"))),
                        *(results_dir / grid / "analysis").glob("**/*.png"),
                        *(results_dir / grid / "analysis").glob("**/*.csv")})
     return GridData(grid=grid, cells=pd.DataFrame(cells, columns=CELL_COLUMNS),

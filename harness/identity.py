@@ -1,0 +1,87 @@
+"""What a result's id covers: the keys of a resolved config that change the result (data: harness/identity.yaml).
+
+A grid cell's id hashes its training identity (the keys that change the trained weights), an evaluation's id
+(`eval/<id>/`) its evaluation identity, an analysis's id (`analysis/<name>-<id>/`) its analysis identity.
+Performance, logging, checkpoint-frequency, path and label keys enter none of them, so changing one reruns
+nothing. The table in docs/runner.md is `markdown_table()` of the same file; tests/test_identity.py fails on a key
+of any composed config that the file does not classify.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+KEYS_FILE = Path(__file__).with_name("identity.yaml")
+SECTIONS = ("train", "eval", "analyze")  # analyze: every configs/analyze/*.yaml
+
+
+@functools.cache
+def classification() -> dict[str, dict[str, tuple[bool, str]]]:
+    """section -> dotted key -> (in the identity, why)."""
+    raw = yaml.safe_load(KEYS_FILE.read_text())
+    out = {}
+    for section in SECTIONS:
+        keys: dict[str, tuple[bool, str]] = {}
+        for kind, listed in (("identity", True), ("ignored", False)):
+            for key, why in (raw[section].get(kind) or {}).items():
+                if key in keys:
+                    raise ValueError(f"{KEYS_FILE.name}: {section}.{key} listed twice")
+                keys[key] = (listed, str(why))
+        out[section] = keys
+    return out
+
+
+def rule(section: str, key: str) -> str | None:
+    """The listed key (longest dotted prefix of `key`) that decides it; None when nothing covers it."""
+    keys = classification()[section]
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix in keys:
+            return prefix
+    return None
+
+
+def leaves(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": [2]} -> {"a.b": 1, "c": [2]} (lists and scalars are leaves)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(leaves(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def identity(section: str, resolved: Mapping) -> dict[str, Any]:
+    """The leaves of a resolved config that change its result. A key nobody classified (e.g. a `+new=` override)
+    counts as changing it: an id may then change without need, never stay the same when a result changed."""
+    keys = classification()[section]
+    out = {}
+    for key, value in leaves(resolved).items():
+        r = rule(section, key)
+        if r is None or keys[r][0]:
+            out[key] = value
+    return out
+
+
+def digest(obj: Any) -> str:
+    """8 hex digits of sha256 over the canonical JSON of `obj`."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def markdown_table() -> str:
+    """docs/runner.md's table: one row per listed key."""
+    rows = ["| config | key | in the id | why |", "| --- | --- | --- | --- |"]
+    for section, keys in classification().items():
+        config = {"train": "train (cell id)", "eval": "eval (evaluation id)",
+                  "analyze": "analyze/* (analysis id)"}[section]
+        for key, (listed, why) in sorted(keys.items(), key=lambda kv: (not kv[1][0], kv[0])):
+            rows.append(f"| {config} | `{key}` | {'yes' if listed else 'no'} | {why.replace('|', '/')} |")
+    return "\n".join(rows)
