@@ -30,6 +30,17 @@ def _cell(runs: Path, pattern: str) -> Path:
     return hit
 
 
+def _step(cell: Path) -> Path:
+    """The cell's final evaluation folder, eval/<eval_id>/step-80/."""
+    (hit,) = sorted(cell.glob("eval/*/step-80"))
+    return hit
+
+
+def _analysis(cell: Path, name: str) -> Path:
+    (hit,) = sorted(cell.glob(f"analysis/*/{name}"))
+    return hit
+
+
 @pytest.fixture
 def runs(tmp_path) -> Path:
     """results/runs/mini with seven of its cells, under tmp_path/results."""
@@ -86,7 +97,7 @@ def _without_seed(clean_summary: pd.DataFrame, variant: str, seed: int) -> float
 @pytest.mark.parametrize("cut", ["inside a number", "inside the last field", "at a line end"])
 def test_cut_summary_csv_is_left_out(runs, clean, cut):
     """A summary.csv cut inside a number turned 84.25 into 8; cut at a line end, rows vanished."""
-    path = _cell(runs, "mini-full-s0-*") / "eval" / "step-80" / "summary.csv"
+    path = _step(_cell(runs, "mini-full-s0-*")) / "summary.csv"
     lines = path.read_text().splitlines(keepends=True)
     if cut == "inside a number":  # the old reader took '8' as the value and the missing fields as empty
         row = lines[1]
@@ -99,7 +110,7 @@ def test_cut_summary_csv_is_left_out(runs, clean, cut):
     res, acc, summary, problems = _report(runs)
     key = str(path.relative_to(runs))
     assert key in problems and "evaluation left out" in problems[key], problems
-    assert not (summary["cell_id"] == path.parents[2].name).any()
+    assert not (summary["cell_id"] == path.parents[3].name).any()
     # full is now the mean of the two intact seeds, not a mean with a cut value in it
     assert acc.loc[("full", "mini_id"), "value"] == pytest.approx(_without_seed(clean[2], "full", 0))
     assert acc.loc[("full", "mini_id"), "n_seeds"] == 2
@@ -107,7 +118,7 @@ def test_cut_summary_csv_is_left_out(runs, clean, cut):
 
 
 def test_summary_disagreeing_with_results_json_is_left_out(runs, clean):
-    path = _cell(runs, "mini-top20-s1-*") / "eval" / "step-80" / "summary.csv"
+    path = _step(_cell(runs, "mini-top20-s1-*")) / "summary.csv"
     path.write_text(path.read_text().replace(",mini_id,avg@k,16,78.0625,", ",mini_id,avg@k,16,88.0625,"))
     res, acc, summary, problems = _report(runs)
     problem = problems[str(path.relative_to(runs))]
@@ -164,7 +175,7 @@ def test_duplicated_cell_folder_is_refused(runs, clean):
 
 def test_samples_cut_to_half_feed_no_interval(runs, clean):
     """A samples file cut to half its problems fed the intervals and paired tests."""
-    path = _cell(runs, "mini-top20-s0-*") / "eval" / "step-80" / "samples_mini_id.jsonl"
+    path = _step(_cell(runs, "mini-top20-s0-*")) / "samples_mini_id.jsonl"
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:100]))
     res, acc, summary, problems = _report(runs)
@@ -176,7 +187,7 @@ def test_samples_cut_to_half_feed_no_interval(runs, clean):
 
 
 def test_samples_with_changed_answers_are_left_out(runs):
-    path = _cell(runs, "mini-full-s1-*") / "eval" / "step-80" / "samples_mini_ood.jsonl"
+    path = _step(_cell(runs, "mini-full-s1-*")) / "samples_mini_ood.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[0]["correct"] = [True] * len(rows[0]["correct"])
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -232,10 +243,10 @@ def test_running_cell_on_another_host_is_not_called_dead(runs):
 
 
 def test_cut_analysis_csv_is_named(runs):
-    base = _cell(runs, "mini-full-s0-*") / "analysis" / "overlap.csv"
+    base = _analysis(_cell(runs, "mini-full-s0-*"), "overlap.csv")
     lines = base.read_text().splitlines(keepends=True)
     base.write_text("".join(lines[:4]))  # three of six checkpoints left, at a line end
-    shift = _cell(runs, "mini-top20-s0-*") / "analysis" / "shift.csv"
+    shift = _analysis(_cell(runs, "mini-top20-s0-*"), "shift.csv")
     shift.write_text(shift.read_text()[:-7])  # inside the last number
     res, acc, summary, problems = _report(runs)
     assert "3 rows, overlap.provenance.json records 6" in problems[str(base.relative_to(runs))]
