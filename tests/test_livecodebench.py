@@ -262,13 +262,87 @@ def test_replay_end_to_end_through_evaluate(tmp_path, monkeypatch):
 
 
 def test_a_broken_sandbox_is_an_error_not_zero_scores(docs, monkeypatch):
+    from harness import sandbox
     from harness.sandbox import RunResult
 
     broken = RunResult("setup_error", 125, "", "SANDBOX-SETUP-ERROR: x", 0.1, "cannot switch uid")
-    monkeypatch.setattr(U, "run_python", lambda *a, **k: broken)
-    U.check_sandbox.cache_clear()
+    monkeypatch.setattr(sandbox, "run_python", lambda *a, **k: broken)
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    with pytest.raises(RuntimeError, match="sandbox .* does not work.*cannot switch uid"):
+        U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
+
+
+# ---------------------------------------------------------------- the verdict channel
+
+def _rec(i, status="ok", **kw):
+    return json.dumps(dict(i=i, status=status, **kw)) + "\n"
+
+
+def test_result_protocol_is_strict():
+    ok = [_rec(0, output="a"), _rec(1, output="b"), _rec(2, output="c")]
+    assert U.parse_records("".join(ok), 3) == ([json.loads(x) for x in ok], "")
+    assert U.parse_records(ok[0] + _rec(1, "error", reason="boom"), 3)[1] == ""  # stops at the first failure
+    assert U.parse_records(_rec(-1, "error", reason="does not compile"), 3)[1] == ""
+    assert U.parse_records("", 3) == ([], "")  # nothing reported: run_tests fails it as incomplete
+    bad = {
+        "duplicate": ok[0] + ok[0] + ok[0],
+        "out of order": ok[1] + ok[0] + ok[2],
+        "skipped id": ok[0] + ok[2],
+        "garbled line": ok[0] + "{garbage" + ok[1],
+        "incomplete last line": "".join(ok)[:-3],
+        "too many": "".join(ok) + _rec(3, output="d"),
+        "after a failure": ok[0] + _rec(1, "error", reason="x") + _rec(2, output="c"),
+        "ok without output": _rec(0),
+        "not a record": "[1, 2]\n",
+        "id not an int": _rec("0", output="a"),
+        "late compile error": ok[0] + _rec(-1, "error", reason="x"),
+    }
+    for what, text in bad.items():
+        assert U.parse_records(text, 3)[1], what
+
+
+# A submitted program that goes for the driver's result pipe: pidfd_getfd (and /proc/<pid>/fd) on its parent,
+# then forged records for test 0 (whose expected output it knows from the prompt), in three variants.
+FORGE = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+ppid, got, errs = os.getppid(), [], set()
+pidfd = libc.syscall(434, ppid, 0)  # pidfd_open
+for fd in range(3, 16):
+    new = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+    if new >= 0:
+        got.append(new)
+    else:
+        errs.add(ctypes.get_errno())
     try:
-        with pytest.raises(RuntimeError, match="sandbox does not work.*cannot switch uid"):
-            U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
-    finally:
-        U.check_sandbox.cache_clear()
+        got.append(os.open(f"/proc/{ppid}/fd/{fd}", os.O_WRONLY))
+    except OSError:
+        pass
+rec = lambda i: json.dumps({"i": i, "status": "ok", "output": "3\\n7\\n"}) + "\\n"
+forged = {"duplicates": rec(0) * 3, "out_of_order": rec(2) + rec(1) + rec(0),
+          "garbled": rec(0) * 3 + '{"glue": "'}[VARIANT]
+for fd in got:
+    try:
+        os.write(fd, forged.encode())
+    except OSError:
+        pass
+raise RuntimeError(f"FORGE fds={len(got)} errnos={sorted(errs)}")
+"""
+
+
+def test_forging_program_cannot_pass(docs, monkeypatch):
+    """The driver is non-dumpable, so the forger cannot even take its pipe (EPERM); and with that defence
+    removed (a dumpable driver), the forged records reach the harness but the strict protocol fails them all."""
+    doc = docs["abc999_a"]  # 3 tests; test 0 prints "3\n7\n"
+    variants = ["duplicates", "out_of_order", "garbled"]
+    progs = [fence(FORGE.replace("[VARIANT]", f"[{v!r}]")) for v in variants]
+    for s in U.score(doc, progs, workers=3, allow_code_execution=True):
+        assert not s.correct and "FORGE fds=0 errnos=[1]" in s.reason, s  # EPERM on every descriptor
+    dumpable = U.DRIVER.replace("ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0", "False")
+    assert dumpable != U.DRIVER
+    monkeypatch.setattr(U, "DRIVER", dumpable)
+    tests, fn = U.tests_of(doc)
+    for v in variants:
+        code = U.extract_code(fence(FORGE.replace("[VARIANT]", f"[{v!r}]")))
+        ok, status, reason = U.run_tests(code, tests, fn, timeout_s=5, allow_code_execution=True)
+        assert not ok and reason.startswith("result protocol violated"), (v, reason)

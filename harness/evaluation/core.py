@@ -33,6 +33,7 @@ from harness.evaluation import backends, replay
 from harness.evaluation.tasks import (build_task, call_scorer, data_file, expand_tasks, load_scorer, raw_config,
                                       read_docs, task_info, to_jsonable)
 from harness.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance
+from harness.sandbox import check_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
     if unsafe and not allow_code_execution and backend != "replay":  # replay: the scorer itself refuses
         raise ValueError(f"task(s) {', '.join(unsafe)} execute model-written code; set allow_code_execution=true "
                          "to run them (in a sandbox you trust)")
+    if unsafe and allow_code_execution:
+        check_sandbox()  # before any data or model: raises if code cannot run here; one line on what is isolated
     if data_dir is not None:
         for n in names:
             data_file(n, data_dir)  # every file checked before any is loaded

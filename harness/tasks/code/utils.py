@@ -23,22 +23,24 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
   the recursion limit is 50000.
 - each test runs in a fresh forked process (deviation: LCB runs them in one process) with a
   `timeout_s` wall limit (LCB's default, 6 s); the first failing test (error, timeout) stops the run. The whole
-  response runs in one `harness.sandbox` process tree (see docs/ood.md): a response that misbehaves in any way
-  is scored wrong, with `status` ("ok" for a program that ran, "no_answer", "timeout", "error") and a `reason`.
-- before the first response, one trivial program is run (`check_sandbox`, once per process): if the sandbox
-  cannot run code at all on this machine, scoring raises instead of reporting every response as wrong.
+  response runs in one `harness.sandbox` process tree (see docs/ood.md) of at most NPROC tasks and MEMORY_MB
+  in all (512 MiB of address space per process; deviation: LCB sets no memory limit): a response that
+  misbehaves in any way is scored wrong, with `status` ("ok" for a program that ran, "no_answer", "timeout",
+  "error") and a `reason`.
+- before the first response, one trivial program is run (`harness.sandbox.check_sandbox`, once per process):
+  if the sandbox cannot run code at all on this machine, scoring raises instead of reporting every response as
+  wrong; it also logs one line saying what the sandbox isolates here (a warning when only rlimits apply).
 - the sandbox only receives the test inputs; the expected outputs stay in the harness, which compares them, so
-  a program cannot report its own success.
+  a program cannot report its own success. The driver's result channel is out of the program's reach (see
+  DRIVER) and its protocol is strict (`parse_records`): one record per test, ids 0..n-1 in order, anything else
+  fails the response.
 """
 # No `from __future__ import annotations` here: lm-eval executes this file as a module that is not yet in
 # sys.modules, and dataclasses cannot resolve string annotations then (CodeScore below).
 import base64
-import functools
 import io
 import json
-import logging
 import math
-import os
 import pickle
 import pickletools
 import zlib
@@ -47,13 +49,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from harness.sandbox import CodeExecutionNotAllowed, Limits, require_opt_in, run_python
+from harness.sandbox import CodeExecutionNotAllowed, Limits, check_sandbox, max_workers, require_opt_in, run_python
 from harness.core.scoring import Score
 
 PAPER_WINDOW = ("2024-08-01", "2025-02-01")  # [start, end): LiveCodeBench v5 problems as in the paper
 TIMEOUT_S = 6.0  # per test, wall clock (LCB's default)
 MAX_TOTAL_S = 600.0  # at most this long for all tests of one response
-MEMORY_MB = 2048  # per process
+MEMORY_MB = 2048  # one response's sandbox, all its processes together (deviation: LCB sets no memory limit)
+NPROC = 4  # tasks per response: the driver, a test's process, and two more (a thread, a helper process);
+#           each process gets MEMORY_MB // NPROC = 512 MiB of address space
 LCB_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
                "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
 
@@ -272,11 +276,21 @@ PREAMBLE = ("".join(f"from {m} import *\n" for m in LCB_MODULES) + "import " + "
             + "\nsys.setrecursionlimit(50000)\n")
 
 DRIVER = r'''
-import json, os, signal, sys, traceback
+import ctypes, json, os, signal, sys, traceback
+# The verdict channel is out of the tested program's reach: this process is made non-dumpable first (a
+# process of the same uid can then neither ptrace it nor take its descriptors with pidfd_getfd or
+# /proc/<pid>/fd), each test runs in a forked child that closes every descriptor but its own stdin/stdout/
+# stderr files before the program runs, and the work dir (which the program can write) is dropped from the
+# import path so that nothing it leaves there is ever imported here.
+if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE, 0
+    sys.stdout.write(json.dumps({"i": -1, "status": "error", "reason": "driver: cannot make itself non-dumpable"}) + "\n")
+    sys.exit(0)
+sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 REQ = json.loads(sys.stdin.read())
 RESULT = os.fdopen(os.dup(1), "w")
 _null = os.open(os.devnull, os.O_WRONLY)
 os.dup2(_null, 1)
+os.close(_null)
 
 
 def emit(**d):
@@ -301,10 +315,10 @@ def _redirect(path, fd, flags):
 def child(code, src, inp):
     status = 0
     try:
-        os.close(RESULT.fileno())
         _redirect("stdin.txt", 0, os.O_RDONLY)
         _redirect("stdout.txt", 1, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         _redirect("stderr.txt", 2, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the result pipe and anything else of the driver's
         sys.stdin = open(0, "r", closefd=False)
         sys.stdout = open(1, "w", closefd=False)
         sys.stderr = open(2, "w", closefd=False)
@@ -369,7 +383,7 @@ def main():
             return
         if not os.WIFEXITED(st) or os.WEXITSTATUS(st) != 0:
             sig = os.WTERMSIG(st) if os.WIFSIGNALED(st) else 0
-            why = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed (CPU time limit)",
+            why = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed (CPU time or memory limit)",
                    signal.SIGXFSZ: "output/file size limit"}.get(sig, "signal %d" % sig if sig else "")
             err = tail("stderr.txt").strip().splitlines()
             emit(i=i, status="error", reason="test %d: %s" % (i, why or (err[-1] if err else "exit status %d" % os.WEXITSTATUS(st))))
@@ -396,37 +410,71 @@ main()
 
 def _limits(n_tests: int, timeout_s: float, memory_mb: int) -> Limits:
     total = min(MAX_TOTAL_S, timeout_s * n_tests + 5.0)
-    return Limits(wall_s=total, cpu_s=int(math.ceil(timeout_s)) + 1, memory_mb=memory_mb, nproc=8,
+    return Limits(wall_s=total, cpu_s=int(math.ceil(timeout_s)) + 1, memory_mb=memory_mb, nproc=NPROC,
                   fsize_mb=64, output_bytes=64 << 20)
+
+
+def parse_records(stdout: str, n_tests: int) -> tuple[list[dict], str]:
+    """The driver's result lines -> (records, "") or (records so far, what breaks the protocol).
+
+    Strict: every line one JSON object ending in a newline; record k is for test k (ids 0, 1, ... in order,
+    none repeated or skipped); "ok" records carry an "output" string; a failure record ("error" / "timeout"
+    with a "reason") ends the run and is the last line; at most n_tests records; or a single compile failure
+    (i = -1). Anything else (a garbled line, a duplicate, an out-of-order id) is a violation: the response
+    fails."""
+    if not stdout:
+        return [], ""
+    if not stdout.endswith("\n"):
+        return [], "the last line is incomplete"
+    records: list[dict] = []
+    for k, line in enumerate(stdout[:-1].split("\n")):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return records, f"line {k + 1} is not JSON"
+        if not isinstance(rec, dict) or rec.get("status") not in ("ok", "error", "timeout") \
+                or type(rec.get("i")) is not int:
+            return records, f"line {k + 1} is not a result record"
+        if records and records[-1]["status"] != "ok":
+            return records, f"line {k + 1} follows a failure record"
+        if rec["status"] == "ok" and not isinstance(rec.get("output"), str):
+            return records, f"line {k + 1}: an ok record without an output string"
+        compile_error = rec["i"] == -1 and k == 0 and rec["status"] == "error"
+        if rec["i"] != k and not compile_error:
+            return records, f"line {k + 1} has test id {rec['i']}, expected {k}"
+        if k >= n_tests:
+            return records, f"more than {n_tests} records"
+        records.append(rec)
+    return records, ""
 
 
 def run_tests(code: str, tests: list[dict], fn_name: str | None, timeout_s: float = TIMEOUT_S,
               memory_mb: int | None = None, allow_code_execution: bool | None = None) -> tuple[bool, str, str]:
-    """Run `code` on every test in the sandbox: (all passed, status, reason)."""
+    """Run `code` on every test in the sandbox: (all passed, status, reason). Passes only when the sandbox ran
+    cleanly and the driver reported exactly one "ok" record per test, in order, each matching the expected
+    output (which never enters the sandbox)."""
     request = {"inputs": [t["input"] for t in tests], "fn_name": fn_name, "timeout_s": timeout_s,
                "preamble": PREAMBLE, "max_output": [2 * len(t["output"]) + 1000 for t in tests]}
     res = run_python(DRIVER, stdin=json.dumps(request), files={"solution.py": code},
-                     limits=_limits(len(tests), timeout_s, memory_mb or MEMORY_MB), allow_code_execution=allow_code_execution)
-    lines = []
-    for line in res.stdout.splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    for rec in lines:
-        i = rec.get("i", -1)
-        if rec.get("status") != "ok":
-            return False, "timeout" if rec.get("status") == "timeout" else "error", str(rec.get("reason", ""))
-        t = tests[i]
-        match = stdout_matches if fn_name is None else return_matches
-        if not match(rec.get("output", ""), t["output"]):
+                     limits=_limits(len(tests), timeout_s, memory_mb or MEMORY_MB),
+                     allow_code_execution=allow_code_execution)
+    records, violation = parse_records(res.stdout, len(tests))
+    run_status = "timeout" if res.status == "timeout" else "error"
+    if violation:
+        return False, run_status, f"result protocol violated: {violation}" + (
+            f" ({res.status}: {res.reason})" if res.status != "ok" else "")
+    match = stdout_matches if fn_name is None else return_matches
+    for rec in records:
+        i = rec["i"]
+        if rec["status"] != "ok":
+            return False, rec["status"], str(rec.get("reason", ""))[:500]
+        if not match(rec["output"], tests[i]["output"]):
             return False, "ok", f"test {i}: wrong answer"
-    if len(lines) == len(tests) and res.status == "ok":
-        return True, "ok", ""
-    if res.status == "ok":
-        return False, "error", f"only {len(lines)} of {len(tests)} tests reported"
-    status = "timeout" if res.status == "timeout" else "error"
-    return False, status, f"{res.status}: {res.reason}"
+    if res.status != "ok":
+        return False, run_status, f"{res.status}: {res.reason}"
+    if len(records) != len(tests):
+        return False, "error", f"only {len(records)} of {len(tests)} tests reported"
+    return True, "ok", ""
 
 
 def _score_code(code: str | None, tests: list[dict], fn_name: str | None, test_timeout_s: float) -> CodeScore:
@@ -441,31 +489,16 @@ def _score_code(code: str | None, tests: list[dict], fn_name: str | None, test_t
     return CodeScore(ok, code, status, reason)
 
 
-@functools.lru_cache(maxsize=1)
-def check_sandbox() -> tuple[str, ...]:
-    """Run one trivial program once per process; raise if the sandbox cannot run code at all (a broken sandbox
-    would otherwise score every response wrong). Returns the isolation applied, logged once."""
-    r = run_python("print('ok')", limits=Limits(wall_s=30), allow_code_execution=True)
-    if r.status != "ok" or r.stdout.strip() != "ok":
-        raise RuntimeError(f"the code sandbox does not work on this machine ({r.status}: {r.reason or r.stderr[-300:]}); "
-                           "see docs/ood.md")
-    full = {"uid", "pidns", "netns", "tmpfs"}
-    level = logging.INFO if full <= set(r.isolation) else logging.WARNING
-    logging.getLogger(__name__).log(level, "code sandbox isolation: %s%s", r.isolation or "rlimits only",
-                                    "" if level == logging.INFO else " (partial: see docs/ood.md)")
-    return tuple(r.isolation)
-
-
 def score_batch(docs: list[dict], responses: list[list[str]], test_timeout_s: float = TIMEOUT_S,
                 workers: int | None = None, allow_code_execution: bool | None = None) -> list[list[CodeScore]]:
     """`score` over many problems at once: all responses share one pool of `workers` sandbox runs."""
     require_opt_in(allow_code_execution)
-    check_sandbox()
+    check_sandbox()  # raises if the sandbox cannot run code here; logs once what it isolates
     jobs = []
     for d, rs in zip(docs, responses):
         tests, fn_name = tests_of(d)
         jobs += [(extract_code(r), tests, fn_name) for r in rs]
-    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    workers = max_workers(_limits(1, test_timeout_s, MEMORY_MB), workers)  # workers x MEMORY_MB stays bounded
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as ex:
         flat = list(ex.map(lambda j: _score_code(*j, test_timeout_s), jobs))
     out, i = [], 0
