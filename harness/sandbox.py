@@ -432,7 +432,6 @@ def run_python(main: str, stdin: str | bytes = b"", files: dict[str, str] | None
         with open(os.path.join(host, "config.json"), "w") as f:
             json.dump(cfg, f)
         if bw is not None:
-            os.chmod(host, 0o700)
             argv = _bwrap_argv(bw, host, limits, python) + [
                 python, "-I", "-S", f"{BWRAP_HOST}/launch.py", "--launch", BWRAP_HOST]
         else:

@@ -272,6 +272,18 @@ def test_a_broken_sandbox_is_an_error_not_zero_scores(docs, monkeypatch):
         U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
 
 
+def test_a_broken_driver_is_an_error_not_zero_scores(docs, monkeypatch):
+    """An interpreter without ctypes (simulated: the driver imports a module that does not exist) would make
+    every response fail; the one known-correct run before scoring turns that into an error."""
+    monkeypatch.setattr(U, "DRIVER", U.DRIVER.replace("import ctypes,", "import no_such_module_here,"))
+    U.check_driver.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="driver does not work.*no_such_module_here"):
+            U.score(docs["abc999_a"], [fence(SUM_OK)], allow_code_execution=True)
+    finally:
+        U.check_driver.cache_clear()
+
+
 # ---------------------------------------------------------------- the verdict channel
 
 def _rec(i, status="ok", **kw):

@@ -27,9 +27,10 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
   in all (512 MiB of address space per process; deviation: LCB sets no memory limit): a response that
   misbehaves in any way is scored wrong, with `status` ("ok" for a program that ran, "no_answer", "timeout",
   "error") and a `reason`.
-- before the first response, one trivial program is run (`harness.sandbox.check_sandbox`, once per process):
-  if the sandbox cannot run code at all on this machine, scoring raises instead of reporting every response as
-  wrong; it also logs one line saying what the sandbox isolates here (a warning when only rlimits apply).
+- before the first response, one trivial program is run (`harness.sandbox.check_sandbox`, once per process),
+  then one known-correct solution through the driver (`check_driver`): if either fails on this machine, scoring
+  raises instead of reporting every response as wrong; the first also logs one line saying what the sandbox
+  isolates here (a warning when only rlimits apply).
 - the sandbox only receives the test inputs; the expected outputs stay in the harness, which compares them, so
   a program cannot report its own success. The driver's result channel is out of the program's reach (see
   DRIVER) and its protocol is strict (`parse_records`): one record per test, ids 0..n-1 in order, anything else
@@ -38,6 +39,7 @@ Scoring (`score`), as LiveCodeBench's own grader (lcb_runner/evaluation/testing_
 # No `from __future__ import annotations` here: lm-eval executes this file as a module that is not yet in
 # sys.modules, and dataclasses cannot resolve string annotations then (CodeScore below).
 import base64
+import functools
 import io
 import json
 import math
@@ -489,11 +491,23 @@ def _score_code(code: str | None, tests: list[dict], fn_name: str | None, test_t
     return CodeScore(ok, code, status, reason)
 
 
+@functools.lru_cache(maxsize=1)
+def check_driver() -> None:
+    """Score one known-correct program once per process: if the driver cannot work here (an interpreter without
+    ctypes, a kernel refusing PR_SET_DUMPABLE), raise instead of scoring every response wrong."""
+    ok, status, reason = run_tests("print(input())", [{"input": "7\n", "output": "7\n", "testtype": "stdin"}], None,
+                                   allow_code_execution=True)
+    if not ok:
+        raise RuntimeError(f"the LiveCodeBench driver does not work on this machine ({status}: {reason}); "
+                           "see docs/ood.md")
+
+
 def score_batch(docs: list[dict], responses: list[list[str]], test_timeout_s: float = TIMEOUT_S,
                 workers: int | None = None, allow_code_execution: bool | None = None) -> list[list[CodeScore]]:
     """`score` over many problems at once: all responses share one pool of `workers` sandbox runs."""
     require_opt_in(allow_code_execution)
     check_sandbox()  # raises if the sandbox cannot run code here; logs once what it isolates
+    check_driver()
     jobs = []
     for d, rs in zip(docs, responses):
         tests, fn_name = tests_of(d)
