@@ -1,6 +1,6 @@
 """What the code sandbox contains, measured: every hostile program run for real in each mode.
 
-    sudo python benchmarks/sandbox_containment.py            # prints the markdown table of docs/ood.md
+    sudo .venv/bin/python benchmarks/sandbox_containment.py            # prints the markdown table of docs/ood.md
 
 Modes (columns): `root` (the harness runs as root: namespaces, fresh uid, cgroup), `bwrap` (the harness runs as
 the ordinary user nobody, bubblewrap installed), `rlimits` (nobody, `Limits(namespaces=False)`: what a machine
@@ -310,7 +310,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     load = os.getloadavg()[0]
-    print(f"Measured {date.today()} with `sudo python benchmarks/sandbox_containment.py` (kernel {os.uname().release}, "
+    print(f"Measured {date.today()} with `sudo .venv/bin/python benchmarks/sandbox_containment.py` (kernel {os.uname().release}, "
           f"bubblewrap {subprocess.run(['bwrap', '--version'], capture_output=True, text=True).stdout.split()[-1]}, "
           f"load {load:.1f}); limits {LIMITS}.\n")
     print("| hostile program | root | bubblewrap as a normal user | rlimits only |")
