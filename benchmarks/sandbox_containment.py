@@ -188,6 +188,7 @@ def run_one(mode: str, name: str, src: str | None, tree: str) -> dict:
         prog = prog.replace(k, v) if prog is not None else None
     req = {"program": prog, "forge": FORGE, "limits": dict(LIMITS, namespaces=mode != "rlimits")}
     cg = create_memory_cgroup(1 << 20)  # a limit far above anything here: it measures the peak of everything started
+    before = set(Path("/tmp").glob("harness-sandbox-*"))
     t0 = time.monotonic()
     p = _victim(mode, req, tree, {"HOME": secretdir, "HARNESS_SECRET": "s3cr3t-" + nonce}, cg)
     wall = time.monotonic() - t0
@@ -208,6 +209,9 @@ def run_one(mode: str, name: str, src: str | None, tree: str) -> dict:
     for q in outside + [str(f) for f in Path("/tmp").glob(f"{nonce}-*")]:
         os.remove(q)
     shutil.rmtree(secretdir, ignore_errors=True)
+    for d in set(Path("/tmp").glob("harness-sandbox-*")) - before:  # a killed harness leaves its run dir behind
+        if d.stat().st_uid == user:
+            shutil.rmtree(d, ignore_errors=True)
     try:
         res = json.loads(p.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
