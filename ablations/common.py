@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ablations.token_entropy import chunked_entropy
+from harness.core import rundir
 from harness.core.config import ConfigError
 from harness.core.io import atomic_write_json, atomic_write_text, provenance, read_jsonl
 
@@ -66,26 +67,15 @@ def default_out(cfg, name: str) -> Path:
     return (run.parent if in_cell else run) / "analysis"
 
 
-def last_step(run: Path) -> int | None:
-    metrics = run / "metrics.jsonl"
-    if not metrics.exists():
-        return None
-    steps = [r.get("step") for r in read_jsonl(metrics) if isinstance(r.get("step"), int)]
-    return max(steps) if steps else None
-
-
 def run_checkpoints(run: Path, base: str | None) -> list[Checkpoint]:
     """Base model (step 0), every `checkpoints/checkpoint-N` in step order, then `final/` (step = last logged step)."""
     out = [Checkpoint("base", 0, base)] if base else []
-    from trainers.train import complete_checkpoints
-
-    ckpts = [Checkpoint(p.name, step, str(p)) for step, p in complete_checkpoints(run).items()]
-    out += ckpts
-    if not (run / "final" / "config.json").exists():
-        raise ConfigError(f"run={run}: no final model at {run / 'final'} (config.json missing)")
-    step = last_step(run)
-    out.append(Checkpoint("final", step if step is not None else max([c.step for c in ckpts], default=0),
-                          str(run / "final")))
+    out += [Checkpoint(p.name, step, str(p)) for step, p in rundir.complete_checkpoints(run).items()]
+    final = rundir.final_model(run)
+    if final is None:
+        raise ConfigError(f"run={run}: no final model (training unfinished: no {rundir.SUMMARY}; or no weights in "
+                          f"{run / rundir.FINAL})")
+    out.append(Checkpoint("final", rundir.final_step(run), str(final)))
     return out
 
 

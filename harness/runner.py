@@ -34,6 +34,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
 from harness.core.io import REPO_ROOT, atomic_write_json, provenance
 from harness.identity import digest, identity
@@ -69,7 +70,7 @@ class Cell:
     @property
     def eval_labels(self) -> tuple[str, ...]:
         """The evaluation folders of eval/<eval_id>/: "base" or "step-N"."""
-        return ("base",) if self.eval_only else tuple(f"step-{s}" for s in self.eval_steps)
+        return (rundir.BASE,) if self.eval_only else tuple(rundir.step_name(s) for s in self.eval_steps)
 
     def to_json(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -117,7 +118,7 @@ def _identify(cell: Cell) -> Cell:
         every = cell.eval_every
         steps = tuple(sorted({*(range(every, max_steps, every) if every else ()), max_steps}))
     # analysis identities see placeholders, not this machine's paths; {eval_dir} names the evaluation's id
-    last = f"step-{steps[-1]}" if steps else "base"
+    last = rundir.step_name(steps[-1]) if steps else rundir.BASE
     fields = {"cell_dir": "CELL_DIR", "eval_dir": f"CELL_DIR/eval/{eval_id}/{last}", "base_model": "BASE_MODEL"}
     ids = tuple(f"{a['name']}-" + digest(identity("analyze", _composed(
         f"analyze/{a['name']}", tuple(_analysis_overrides(cell, a, fields))))) for a in cell.analyses)
@@ -285,10 +286,9 @@ def weights(cell: Cell, cdir: Path, step: int) -> Path | None:
     """The trained weights of `step` on disk (the final model for the last step), None when absent."""
     train_dir = cdir / "train"
     if step == cell.eval_steps[-1]:
-        return train_dir / "final" if (train_dir / "final" / "config.json").exists() else None
-    from trainers.train import complete_checkpoints
+        return rundir.final_model(train_dir)
 
-    return complete_checkpoints(train_dir).get(step)
+    return rundir.complete_checkpoints(train_dir).get(step)
 
 
 def pending(cell: Cell, cdir: Path) -> tuple[str, ...]:
@@ -301,8 +301,8 @@ def pending(cell: Cell, cdir: Path) -> tuple[str, ...]:
     analyses = [a for a in cell.analysis_ids if not (cdir / "analysis" / a / f"{a.rsplit('-', 1)[0]}.csv").exists()]
     work = []
     if not cell.eval_only:
-        need = [int(label.split("-")[1]) for label in evals] + ([cell.eval_steps[-1]] if analyses else [])
-        if not (cdir / "train" / "summary.json").exists() or any(weights(cell, cdir, s) is None for s in need):
+        need = [rundir.parse_step(label) for label in evals] + ([cell.eval_steps[-1]] if analyses else [])
+        if not rundir.is_finished(cdir / "train") or any(weights(cell, cdir, s) is None for s in need):
             work.append("train")
     return tuple(work + (["eval"] if evals else []) + (["analysis"] if analyses else []))
 
@@ -406,7 +406,7 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
             if (out / "summary.csv").exists():
                 continue
             model = base_model_path(cell, cdir.parents[2]) if cell.eval_only else \
-                str(weights(cell, cdir, int(label.split("-")[1])))
+                str(weights(cell, cdir, rundir.parse_step(label)))
             _evaluate(cell, model, out)
         timings["eval_s"] = round(time.time() - t1, 1)
         t2 = time.time()
@@ -453,7 +453,7 @@ def _mark(cell: Cell, cdir: Path) -> str:
     (only status.json is rewritten)."""
     work = pending(cell, cdir)
     if "train" in work:
-        return "retrain" if (cdir / "train" / "summary.json").exists() else "train"
+        return "retrain" if rundir.is_finished(cdir / "train") else "train"
     return "eval" if "eval" in work else "analyse" if work else "status"
 
 

@@ -118,6 +118,7 @@ def run_dir(tiny):
     shutil.copytree(tiny["b"], run / "checkpoints" / "checkpoint-3")  # cut off by a kill: no trainer_state.json
     (run.parent / "cell.json").write_text("{}")  # a grid cell: <cell>/cell.json, <cell>/train/
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3)))
+    (run / "summary.json").write_text(json.dumps({"global_step": 3}))  # written last: the run has finished
     return run
 
 

@@ -199,7 +199,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, math_data_dir):
 def test_complete_checkpoints_skip_and_drop_half_written_ones(tmp_path):
     """A kill while transformers writes a checkpoint leaves it without trainer_state.json (written last): resume
     must pick the last complete one, and the main process deletes the partial one."""
-    from trainers.train import complete_checkpoints
+    from harness.core.rundir import complete_checkpoints
 
     ck = tmp_path / "checkpoints"
     for step, state in ((4, '{"global_step": 4}'), (8, '{"global_step": 8}'), (12, None), (16, '{"glob')):

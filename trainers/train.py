@@ -2,11 +2,11 @@
 
 `train(cfg) -> Path` validates the whole config before any model is loaded (ConfigError naming the problem and
 listing the valid choices), then writes into `cfg.out`:
-    config.yaml, provenance.json              resolved config and provenance (git hash, versions, host)
+    config.yaml, provenance.json              resolved config; provenance (git hash, versions, host, config sha256)
     metrics.jsonl                             one line per optimiser step (docs/training.md lists the fields)
     checkpoints/checkpoint-N/                 TRL checkpoints every `trainer.save_steps` steps (0 = none)
     final/                                    save_pretrained layout of the final model + tokenizer
-    summary.json                              written last: steps, wall time, provenance
+    summary.json                              written last: steps, wall time, provenance (harness/core/rundir.py)
     base_model/                               only for model=tiny: the random model it starts from
 `resume=true` continues from the last checkpoint in `out/checkpoints` (metrics lines after it are dropped);
 a run whose `final/` and `summary.json` exist is returned as it is.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.core.config import ConfigError, require_choice, to_dict
+from harness.core import rundir
 from harness.core.io import REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -270,25 +271,6 @@ def grpo_args(plan: Plan, seed: int):
     )
 
 
-def complete_checkpoints(run_dir: str | Path, drop_partial: bool = False) -> dict[int, Path]:
-    """`run_dir/checkpoints/checkpoint-N` by step, only complete ones: transformers writes trainer_state.json last,
-    so a checkpoint without a readable one was cut off by a kill. `drop_partial` deletes those."""
-    import json
-
-    out = {}
-    for p in Path(run_dir, "checkpoints").glob("checkpoint-*"):
-        step = p.name.removeprefix("checkpoint-")
-        if not step.isdigit():
-            continue
-        try:
-            json.loads((p / "trainer_state.json").read_text())
-            out[int(step)] = p
-        except (FileNotFoundError, json.JSONDecodeError):
-            if drop_partial:
-                shutil.rmtree(p, ignore_errors=True)
-    return dict(sorted(out.items()))
-
-
 def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | None:
     """Create the run directory (files only when `write`: the main process); return the checkpoint to resume:
     the last complete one (a half-written one left by a kill is deleted by the main process)."""
@@ -296,7 +278,7 @@ def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | Non
     metrics = out / "metrics.jsonl"
     if metrics.exists() and not resume:
         raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass resume=true or choose another out=")
-    ckpts = complete_checkpoints(out, drop_partial=write) if resume else {}
+    ckpts = rundir.complete_checkpoints(out, drop_partial=write) if resume else {}
     ckpt = str(ckpts[max(ckpts)]) if ckpts else None
     if not write:
         return ckpt
@@ -306,8 +288,8 @@ def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | Non
         atomic_write_jsonl(metrics, [r for r in read_jsonl(metrics) if r.get("step", 0) <= last])
     from omegaconf import OmegaConf
 
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    atomic_write_json(out / "provenance.json", provenance(cfg, resumed_from=ckpt))
+    atomic_write_text(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_json(out / rundir.PROVENANCE, provenance(config_sha256=rundir.config_sha256(out), resumed_from=ckpt))
     return ckpt
 
 
@@ -352,7 +334,7 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
     """Train one run into `cfg.out`; return the run directory."""
     plan = validate(cfg)
     out = plan.out
-    if cfg.get("resume") and (out / "summary.json").exists() and (out / "final").is_dir():
+    if cfg.get("resume") and rundir.is_finished(out):
         return out  # already complete
     from accelerate import PartialState
 
@@ -375,8 +357,8 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
         trainer.processing_class.save_pretrained(str(tmp))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        atomic_write_json(out / "summary.json", provenance(
-            cfg, global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt,
+        atomic_write_json(out / rundir.SUMMARY, provenance(
+            config_sha256=rundir.config_sha256(out), global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt,
             processes=state.num_processes))
     state.wait_for_everyone()
     return out

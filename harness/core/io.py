@@ -85,7 +85,8 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(config: Any = None, **extra: Any) -> dict:
-    """Provenance block attached to every result file: config, git hash, versions, host, time."""
+    """Provenance block attached to every result file: git hash, versions, host, time, and the config (left out
+    when the file sits next to the config it names, e.g. a run directory's config.yaml by its sha256)."""
     if config is not None and not isinstance(config, dict):
         from omegaconf import OmegaConf
         config = OmegaConf.to_container(config, resolve=True)
@@ -95,6 +96,6 @@ def provenance(config: Any = None, **extra: Any) -> dict:
         "host": platform.node(),
         "platform": platform.platform(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": config,
+        **({"config": config} if config is not None else {}),
         **extra,
     }

@@ -10,15 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from harness.core.rundir import model_dir
+
 log = logging.getLogger(__name__)
-
-
-def resolve_model_path(model: str) -> str:
-    """A training run directory (with final/) -> its final model; otherwise the path or hub id unchanged."""
-    p = Path(model).expanduser()
-    if p.is_dir() and not (p / "config.json").exists() and (p / "final" / "config.json").exists():
-        return str(p / "final")
-    return str(p) if p.exists() else model
 
 
 def pair_records(requests, results: list[str], decoded: list[tuple[str, int, bool]], eos_text: str,
@@ -132,7 +126,7 @@ def make_hf(model: Any, tokenizer: Any = None, *, batch_size: int = 16, device: 
     HFLM = _counting_hflm()
     if isinstance(model, str):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        path = resolve_model_path(model)
+        path = model_dir(model)
         return HFLM(pretrained=path, tokenizer=tokenizer if tokenizer is not None else path,
                     batch_size=batch_size, device=device, dtype=dtype, max_length=max_length)
     if tokenizer is None:
@@ -157,7 +151,7 @@ def make_vllm(model: str, tokenizer: str | None = None, *, tensor_parallel_size:
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(f"backend=vllm needs vllm ({e}); install it on a GPU machine with "
                                   "`pip install -e .[gpu]`") from e
-    path = resolve_model_path(model)
+    path = model_dir(model)
     return VLLM(pretrained=path, tokenizer=tokenizer or path, tensor_parallel_size=tensor_parallel_size,
                 data_parallel_size=data_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len, dtype=dtype, seed=seed, max_gen_toks=max_gen_toks, **kwargs)
@@ -168,8 +162,8 @@ def context_of(model: str, tokenizer: str | None = None, max_model_len: int | No
     given, else the config's max_position_embeddings (what vLLM uses by default)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    path = resolve_model_path(model)
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer) if tokenizer else path)
+    path = model_dir(model)
+    tok = AutoTokenizer.from_pretrained(model_dir(tokenizer) if tokenizer else path)
     if max_model_len:
         return tok, int(max_model_len)
     cfg = AutoConfig.from_pretrained(path)

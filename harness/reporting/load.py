@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from harness.core import rundir
 from harness.reporting import checks
 
 SUMMARY_COLUMNS = ["grid", "cell_id", "model", "variant", "rho", "seed", "step", "benchmark", "metric", "k",
@@ -244,22 +245,7 @@ def read_analysis_csv(path: Path) -> pd.DataFrame:
 def _eval_dirs(cell_dir: Path, eval_id: str = "") -> dict[str, Path]:
     """{"base": .., "step-N": ..} sorted by step, from `eval/<eval_id>/` (the evaluation that status.json names; a
     cell may hold several side by side), or from `eval/` itself for a cell written before evaluation ids."""
-    out = {}
-    ev = cell_dir / "eval" / eval_id if eval_id else cell_dir / "eval"
-    if (ev / "base").is_dir():
-        out["base"] = ev / "base"
-    steps = []
-    for d in ev.glob("step-*"):
-        m = re.fullmatch(r"step-(\d+)", d.name)
-        if m and d.is_dir():
-            steps.append((int(m.group(1)), d))
-    for s, d in sorted(steps):
-        out[f"step-{s}"] = d
-    return out
-
-
-def _step_num(label: str) -> int:
-    return 0 if label == "base" else int(label.split("-")[1])
+    return rundir.eval_dirs(cell_dir / "eval" / eval_id if eval_id else cell_dir / "eval")
 
 
 def _eval_provenance(d: dict) -> dict:
@@ -304,7 +290,7 @@ def pick_step(labels: list[str], step: str | int) -> str | None:
     trained = [x for x in labels if x != "base"]
     if str(step) == "last":
         return trained[-1] if trained else None
-    want = f"step-{int(step)}"
+    want = rundir.step_name(int(step))
     return want if want in trained else None
 
 
@@ -444,7 +430,7 @@ def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: 
             out["summary"].append({"grid": grid, "cell_id": cell["cell_id"], "model": cell["model"],
                                    "variant": "base" if is_base else cell["variant"],
                                    "rho": math.nan if is_base else cell["rho"], "seed": cell["seed"],
-                                   "step": _step_num(label), **r, "git_hash": hashes.get(r["benchmark"], ""),
+                                   "step": rundir.parse_step(label), **r, "git_hash": hashes.get(r["benchmark"], ""),
                                    "eval": label, "in_table": in_table})
         if not in_table:
             continue
