@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.tasks import TASKS_DIR
+from harness.tasks import TASKS_DIR, count_responses
 
 
 @lru_cache(maxsize=1)
@@ -89,11 +89,6 @@ def protocol_overrides(k: int, temperature: float, top_p: float, max_gen_toks: i
         "process_results": count_responses,
         "metric_list": [{"metric": "n_responses", "aggregation": "mean", "higher_is_better": True}],
     }
-
-
-def count_responses(doc: dict, results: list) -> dict:
-    """lm-eval's per-problem metric: the number of responses kept (scoring is done by the task's scorer)."""
-    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
 
 
 def task_max_gen_toks(cfg: dict) -> int:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from harness.tasks import count_responses  # noqa: F401  (the YAML's process_results: utils.count_responses)
 from harness.sandbox import CodeExecutionNotAllowed, Limits, check_sandbox, max_workers, require_opt_in, run_python
 from harness.core.scoring import Score
 
@@ -213,11 +214,6 @@ def doc_to_text(doc: dict) -> str:
                "on the sample inputs). Enclose your code within delimiters as follows.\n```python\n# YOUR CODE HERE\n```")
     return (f"User:\n### Question:\n{doc['question_content']}\n\n### Format: {fmt}\n\n"
             "### Answer: (use the provided format with backticks)\n\nAssistant:\n")
-
-
-def count_responses(doc: dict, results: list) -> dict:
-    """lm-eval's per-doc metric: only the number of responses kept (scoring happens in harness.evaluation)."""
-    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
 
 
 # ---------------------------------------------------------------- extraction and comparison (pure)

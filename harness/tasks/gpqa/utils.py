@@ -18,6 +18,7 @@ import random
 import re
 
 from harness.core.scoring import Score, extract_boxed
+from harness.tasks import count_responses  # noqa: F401  (the YAML's process_results: utils.count_responses)
 
 LETTERS = "ABCD"
 _ALONE_RE = re.compile(r"\(?\s*([A-Da-d])\s*\)?[.:]?")  # "B", "(b)", "B."
@@ -54,11 +55,6 @@ def doc_to_text(doc: dict) -> str:
     options = "\n".join(f"({letter}) {c}" for letter, c in zip(LETTERS, doc["choices"]))
     return (f"User:\n{doc['problem']}\n\n{options}\nPlease reason step by step, and put the letter of the correct "
             "choice (A, B, C or D) within \\boxed{}.\n\nAssistant:\n")
-
-
-def count_responses(doc: dict, results: list) -> dict:
-    """lm-eval's per-doc metric: only the number of responses kept (scoring happens in harness.evaluation)."""
-    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
 
 
 def extract_letter(response: str) -> tuple[str | None, str | None]:

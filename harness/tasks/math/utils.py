@@ -8,6 +8,7 @@ the first of `answer`, `Answer`, `final_answer` (a list is joined with ", "; a f
 from __future__ import annotations
 
 from harness.core.scoring import Score, extract_boxed, score_math
+from harness.tasks import count_responses  # noqa: F401  (the YAML's process_results: utils.count_responses)
 
 PROBLEM_FIELDS = ("problem", "Problem", "question")
 GOLD_FIELDS = ("answer", "Answer", "final_answer")
@@ -40,11 +41,6 @@ def problem_of(doc: dict) -> str:
 def process_docs(dataset):
     """datasets.Dataset of raw rows -> the same rows plus `problem` and `gold` (str)."""
     return dataset.map(lambda d: {"problem": problem_of(d), "gold": gold_of(d)})
-
-
-def count_responses(doc: dict, results: list) -> dict:
-    """lm-eval's per-doc metric: only the number of responses kept (scoring happens in harness.evaluation)."""
-    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
 
 
 def score(doc: dict, responses: list[str], timeout_s: float = 5.0) -> list[Score]:

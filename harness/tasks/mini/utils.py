@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from harness.mini.task import TaskFormat, is_correct, make_problems, normalize
 from harness.core.scoring import Score
+from harness.tasks import count_responses  # noqa: F401  (the YAML's process_results: utils.count_responses)
 
 
 def dataset(rounds: int, items: int, values: int, n: int, seed: int, min_items: int = 0, **_metadata):
@@ -23,11 +24,6 @@ def dataset(rounds: int, items: int, values: int, n: int, seed: int, min_items: 
 def process_docs(ds):
     """Rows with prompt/answer (generated, or a data_dir file of the same layout) -> docs with problem, gold."""
     return ds.map(lambda d: {"problem": d["prompt"], "gold": d["answer"]})
-
-
-def count_responses(doc: dict, results: list) -> dict:
-    """lm-eval's per-doc metric: only the number of responses kept (scoring happens in harness.evaluation)."""
-    return {"n_responses": len(results[0]) if results and isinstance(results[0], list) else len(results)}
 
 
 def score(doc: dict, responses: list[str]) -> list[Score]:
