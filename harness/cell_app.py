@@ -9,7 +9,8 @@ Inside a job (one task per node), every node runs `accelerate launch` with DeepS
 (configs/accelerate/zero3.yaml) over all the job's nodes; vLLM generates the rollouts (TRL's
 `use_vllm`, mode from `launcher.vllm_mode`); afterwards node 0 evaluates the checkpoints with the vLLM
 backend and writes status.json. `launcher.executor=submitit_local` runs the same path on one machine
-(no accelerate: the cell runs in the job's process), which is how the tests exercise it.
+(no accelerate: the cell runs in the job's process), which is how the tests exercise it. The submitting side is
+harness/slurm.py.
 """
 from __future__ import annotations
 
@@ -47,13 +48,12 @@ def cell_job(cfg: DictConfig) -> str:
     """One SLURM job = one cell. Returns the cell's final state."""
     import json
 
-    from harness.runner import Cell, read_status, run_cell
+    from harness.runner import load_cell, read_status, run_cell
 
     cdir = Path(cfg.cell_dir)
     launcher = json.loads(os.environ.get("HARNESS_LAUNCHER", "{}"))
     if "SLURM_JOB_ID" in os.environ and launcher.get("executor") == "submitit_slurm":
-        cell = Cell(**{k: (tuple(v) if isinstance(v, list) else v)
-                       for k, v in json.loads((cdir / "cell.json").read_text()).items()})
+        cell = load_cell(cdir)
         import submitit
 
         node = submitit.JobEnvironment().node
@@ -61,39 +61,6 @@ def cell_job(cfg: DictConfig) -> str:
     else:
         run_cell(cdir)
     return read_status(cdir)["state"]
-
-
-def submit(cell_dirs: list[Path], cells: list, cfg: DictConfig) -> int:
-    """Launch cells as a Hydra multirun per resource group; return the number that did not complete."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from harness.runner import read_status
-
-    launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
-    groups: dict[tuple, list[Path]] = {}
-    for cdir, cell in zip(cell_dirs, cells):
-        r = cell.resources
-        key = (r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 1)))
-        groups.setdefault(key, []).append(Path(cdir).resolve())
-    for (nodes, gpus, hours), dirs in groups.items():
-        sweep_dir = dirs[0].parent / ".submitit"
-        ov = [f"cell_dir={','.join(map(str, dirs))}", f"hydra/launcher={launcher['executor']}",
-              f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.timeout_min={max(1, int(hours * 60))}"]
-        if launcher["executor"] == "submitit_slurm":
-            ov += [f"hydra.launcher.nodes={nodes}", f"hydra.launcher.gpus_per_node={gpus}",
-                   "hydra.launcher.tasks_per_node=1", f"hydra.launcher.cpus_per_task={launcher['cpus_per_task']}",
-                   "hydra.launcher.max_num_timeout=3"]
-            for k in ("partition", "account", "qos", "constraint", "mem_gb"):
-                if launcher.get(k):
-                    ov.append(f"hydra.launcher.{k}={launcher[k]}")
-            if launcher.get("setup"):
-                ov.append(f"hydra.launcher.setup=[{','.join(repr(s) for s in launcher['setup'])}]")
-        env = {**os.environ, "HARNESS_LAUNCHER": json.dumps(launcher)}
-        print("submitting:", " ".join(ov))
-        subprocess.run([sys.executable, "-m", "harness.cell_app", "-m", *ov], cwd=REPO_ROOT, env=env)
-    return sum(read_status(Path(d))["state"] != "complete" for d in cell_dirs)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ COMMANDS: dict[str, tuple[str | None, str, str]] = {
     "tasks": ("eval", "harness.evaluation:tasks_main", "list evaluation tasks"),
     "tiny": ("tiny", "trainers.tiny:main", "build a tiny random Qwen3 model and tokenizer offline"),
 }
-# `harness analyze <name>` -> configs/analyze/<name>.yaml and ablations.<name>:main
-ANALYSES = ("entropy", "overlap", "shift", "temperature")
+from ablations import ANALYSES  # `harness analyze <name>` -> configs/analyze/<name>.yaml and ablations.<name>:main
 
 USAGE = f"""usage: harness <command> [key=value ...] [--help] [--cfg job [--resolve]]
 

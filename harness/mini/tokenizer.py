@@ -5,8 +5,6 @@ shares it and a prompt or answer round-trips exactly through encode/decode. An u
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from harness.mini.task import LABELS, NUMBERS, SYMBOLS
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -24,8 +22,4 @@ def build_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
                                    padding_side="left", model_max_length=512)
 
-
-def save_tokenizer(out_dir: str | Path):
-    tok = build_tokenizer()
-    tok.save_pretrained(str(out_dir))
     return tok
