@@ -125,7 +125,7 @@ def test_number_against_a_function_of_variables():
     assert [s.correct for s in scores] == [False, True, False, True]
 
 
-def test_shortcuts_agree_with_plain_math_verify(math_data_dir):
+def test_shortcuts_agree_with_plain_math_verify(real_math_dir):
     # the fast path (string/number shortcuts, numeric "clearly different", number vs varying expression,
     # parse cache) against a plain reference: normalised-string equality or math_verify.verify, on pairs of
     # benchmark golds (same, another problem's, a number, gold + 1) over several seeds
@@ -139,7 +139,7 @@ def test_shortcuts_agree_with_plain_math_verify(math_data_dir):
 
     golds = []
     for name in ("aime24", "amc23", "math500", "minerva_math", "olympiadbench"):
-        with open(math_data_dir / f"{name}.jsonl", encoding="utf-8") as f:
+        with open(real_math_dir / f"{name}.jsonl", encoding="utf-8") as f:
             golds += [gold_of(json.loads(x)) for x in f if x.strip()]
     cfg = [LatexExtractionConfig(boxed_match_priority=0)]
 
