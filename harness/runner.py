@@ -14,7 +14,7 @@ A cell is complete only when status.json says so. Rerunning the same command ski
 resumes an unfinished cell from its last training checkpoint and skips evaluations already written.
 Each cell runs in its own process (`python -m harness.runner CELL_DIR`), so a crash in one cell is
 recorded in its status and the others go on. Launchers: `local` (jobs=N at once) and `slurm`
-(hydra-submitit-launcher; see harness/cell_app.py).
+(hydra-submitit-launcher; see harness/slurm.py and harness/cell_app.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import fnmatch
 import functools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,14 +31,14 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
 from harness.core.io import REPO_ROOT, atomic_write_json, provenance
+from harness.core.status import cell_state, read_status, this_process, write_status
 from harness.identity import digest, identity
 
-STATES = ("pending", "running", "complete", "failed")
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def plan(grid: DictConfig) -> list[Cell]:
 
 def _applies(analysis: dict, variant: str, seed: int) -> bool:
     """A grid's `analyses` entry: {name, variants: [..] | null (all trained) , seeds: [..] | null, overrides}."""
-    from harness.cli import ANALYSES
+    from ablations import ANALYSES
 
     if analysis.get("name") not in ANALYSES:
         raise ConfigError(f"grid analysis {analysis.get('name')!r} unknown; choose one of: {', '.join(ANALYSES)}")
@@ -195,70 +194,6 @@ def validate(cells: list[Cell]) -> None:
 
 def cell_dir(results_dir: str | Path, cell: Cell) -> Path:
     return Path(results_dir) / "runs" / cell.grid / cell.cell_id
-
-
-def read_status(cdir: Path) -> dict:
-    try:
-        return json.loads((cdir / "status.json").read_text())
-    except FileNotFoundError:
-        return {"state": "pending"}
-    except (json.JSONDecodeError, OSError) as e:
-        return {"state": "failed", "error": f"unreadable status.json: {e}"}
-
-
-def write_status(cdir: Path, state: str, **extra) -> None:
-    assert state in STATES, state
-    atomic_write_json(cdir / "status.json", {"state": state, "time_utc": time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})
-
-
-def this_process() -> dict:
-    """What a `running` status records about its writer: pid, host and the process's start time (boot clock
-    ticks, /proc), so that a later reader can tell a live cell from one whose process is gone."""
-    return {"pid": os.getpid(), "host": platform.node(), "pid_start": _proc_stat(os.getpid())[1]}
-
-
-def _proc_stat(pid: int) -> tuple[str | None, str | None]:
-    """(state letter, start time) of a process on this host from /proc/<pid>/stat; (None, None) if unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None, None
-    return fields[0], fields[19]  # stat fields 3 (state) and 22 (starttime)
-
-
-def process_alive(status: dict) -> bool | None:
-    """Whether the process a `running` status names still runs: True/False on its own host; None where that
-    cannot be told (another host, e.g. a SLURM node seen from the login node, or no pid recorded)."""
-    pid, host = status.get("pid"), status.get("host")
-    if not isinstance(pid, int) or isinstance(pid, bool) or host != platform.node():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    state, start = _proc_stat(pid)
-    if state == "Z":  # exited, not yet reaped by its parent
-        return False
-    return not (start and status.get("pid_start") and start != status["pid_start"])  # pid reused by another
-
-
-def cell_state(status: dict) -> tuple[str, str]:
-    """(state to show, note) of a cell from its status.json: a `running` cell whose process is gone on this
-    host is `interrupted` (the next `harness run` resumes it)."""
-    state = str(status.get("state", "pending"))
-    if state != "running":
-        return state, str(status.get("error") or "")
-    alive = process_alive(status)
-    where = f"pid {status.get('pid')} on {status.get('host')}"
-    if alive is False:
-        return "interrupted", f"{where} is gone: killed or crashed before recording a result; harness run resumes it"
-    if alive is None:
-        return "running", (f"{where}: not checkable from {platform.node()}" if status.get("pid") is not None
-                           else "no process recorded")
-    return "running", where
 
 
 def _progress(cdir: Path) -> int:
@@ -553,9 +488,10 @@ def main(cfg: DictConfig) -> int:
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
     if cfg.launcher.name == "slurm":
-        from harness.cell_app import submit
+        from harness.slurm import submit
 
-        failed = submit([cell_dir(cfg.results_dir, c) for c in todo], todo, cfg)
+        submit([cell_dir(cfg.results_dir, c) for c in todo], todo, cfg)
+        failed = sum(read_status(cell_dir(cfg.results_dir, c))["state"] != "complete" for c in todo)
     else:
         failed = _run_local(todo, cfg)
     print(f"grid {cfg.grid.name}: {len(todo) - failed} of {len(todo)} cells completed, {failed} failed")

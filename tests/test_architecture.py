@@ -18,9 +18,10 @@ PACKAGES = ("harness", "trainers", "ablations")
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("harness.core",),                                             # foundation: I/O, config, scoring, run dirs
     1: ("trainers", "harness.evaluation", "harness.tasks", "harness.sandbox", "harness.metrics",
-        "harness.mini"),                                              # libraries
+        "harness.mini", "harness.identity"),                          # libraries
     2: ("ablations", "harness.reporting"),                            # analyses and tables, on top of libraries
-    3: ("harness.runner", "harness.cell_app", "harness.slurm", "harness.report", "harness.cli"),  # entry points
+    3: ("harness.runner", "harness.cell_app", "harness.slurm", "harness.report", "harness.cli",
+        "harness.migrate"),                                           # entry points
 }
 PACKAGE_INITS = {"harness", "trainers", "ablations"}  # empty namespace docstrings (plus ablations.ANALYSES)
 # within layer 1, the training library and the evaluation libraries do not know each other

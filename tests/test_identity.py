@@ -3,7 +3,6 @@ and on the committed mini grid a performance or logging setting reruns nothing w
 re-evaluates without training."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from harness.core.config import load_config, to_dict
-from harness.core.io import CONFIG_DIR, REPO_ROOT
+from harness.core.io import REPO_ROOT
 from harness.mini.task import (FormatMismatch, TaskFormat, check_format, format_answer, load_train, make_problems,
-                               noisy_trace, read_format, reward, write_format)
+                               noisy_trace, read_format, reward)
 from harness.mini.tokenizer import build_tokenizer
 from harness.mini.warmstart import (WarmStartConfig, WarmStartError, check_gate, ensure_warm_start,
                                     train_warm_start)

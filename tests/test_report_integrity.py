@@ -215,7 +215,7 @@ def test_dead_running_cell_is_interrupted_in_report_and_status(runs, capsys):
     dead = _cell(runs, "mini-full-s2-*")
     (dead / "status.json").write_text(json.dumps({"state": "running", "pid": _dead_pid(), "host": platform.node()}))
     live = _cell(runs, "mini-top20-s2-*")
-    from harness.runner import this_process
+    from harness.core.status import this_process
 
     (live / "status.json").write_text(json.dumps({"state": "running", **this_process()}))
     res, acc, summary, problems = _report(runs)

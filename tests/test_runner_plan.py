@@ -1,5 +1,4 @@
 """Grids are data: every grid composes, and the plans have the cells and resources the paper needs."""
-from pathlib import Path
 
 import pytest
 

@@ -122,7 +122,6 @@ def load_arithmetic(cfg_data: Any):
     """`n` problems "What is a + b?" / "What is a * b?" with 1 <= a, b <= `max_operand`, from `seed` (offline)."""
     import random
 
-    from datasets import Dataset
 
     n, hi, seed = int(_get(cfg_data, "n", 64)), int(_get(cfg_data, "max_operand", 20)), int(_get(cfg_data, "seed", 0))
     if n < 1 or hi < 1:

@@ -7,7 +7,6 @@ otherwise left-truncate the prompt silently on hf, or fail late on vLLM).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from harness.core.rundir import model_dir

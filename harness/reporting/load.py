@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from harness.core import rundir
+from harness.core.status import cell_state
 from harness.reporting import checks
 
 SUMMARY_COLUMNS = ["grid", "cell_id", "model", "variant", "rho", "seed", "step", "benchmark", "metric", "k",
@@ -316,8 +317,6 @@ def _read_yaml(path: Path) -> dict | None:
 
 def _scan_cell(cell_dir: Path, grid: str, step: str | int, models: dict | None, issues: list[Issue]) -> dict | None:
     """The cell's row (cells.csv), or None when its cell.json is unusable or its identity does not hold."""
-    from harness.runner import cell_state
-
     cfg = _read_json(cell_dir / "cell.json", issues)
     if cfg is None:
         return None  # named in issues; without a cell.json we cannot place the cell
