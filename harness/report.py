@@ -8,7 +8,8 @@ The logic lives in harness/reporting/ (build: the sequence; load: reading; table
 analyses: entropy-analysis outputs per kind and cell; document: REPORT.md). This module is the command-line entry.
 
 Deviations and choices (the paper prints point estimates from one run per setting):
-- CIs, paired bootstrap and seed intervals are this harness's additions; see harness/reporting/stats.py.
+- CIs, tests and the equivalence verdict are this harness's additions, with the training run (seed) as the unit
+  of inference; see harness/reporting/stats.py (run_interval) and configs/report.yaml (min_seeds, equivalence).
 - avg@k for any k estimates pass@1, so a result with k != 16 is still compared with Acc@16 (marked in `status`).
 - Tables use each complete cell's last evaluated step (`step=last`) unless `step=N` is given.
 """
@@ -27,7 +28,9 @@ def options_from_config(cfg) -> tb.Options:
     return tb.Options(reference=str(cfg.reference), variant_order=tuple(cfg.variant_order),
                       benchmark_names=dict(cfg.benchmark_names), average_over=tuple(cfg.average_over),
                       metrics=dict(cfg.metrics), k=None if cfg.k is None else int(cfg.k), n_boot=int(cfg.n_boot),
-                      alpha=float(cfg.alpha), seed=int(cfg.seed))
+                      alpha=float(cfg.alpha), seed=int(cfg.seed), min_seeds=int(cfg.min_seeds),
+                      equivalence_variant=None if cfg.equivalence.variant is None else str(cfg.equivalence.variant),
+                      equivalence_margin=float(cfg.equivalence.margin))
 
 
 def main(cfg) -> int:
@@ -49,10 +52,13 @@ def main(cfg) -> int:
     bad = {label: m for label, m in cfg.metrics.items() if m not in METRIC_FAMILIES}
     if bad:
         raise ConfigError(f"metrics {bad}: each must be one of {', '.join(METRIC_FAMILIES)}")
-    require_number(cfg.alpha, "alpha", 0, 1, low_open=True, high_open=True)
+    # alpha < 0.5: the equivalence interval is 1 - 2 alpha
+    require_number(cfg.alpha, "alpha", 0, 0.5, low_open=True, high_open=True)
     require_int(cfg.n_boot, "n_boot", 100)
     require_int(cfg.passk_max, "passk_max", 1)
     require_seed(cfg.seed)
+    require_int(cfg.min_seeds, "min_seeds", 2)  # a test needs a run-to-run variance in each arm
+    require_number(cfg.equivalence.margin, "equivalence.margin", 0, low_open=True)
     if cfg.k is not None:
         require_int(cfg.k, "k", 1)
     out_dir = cfg.out_dir if cfg.out_dir else results_dir / grid

@@ -49,7 +49,7 @@ def test_table_entries_by_hand(report):
     # Qwen3-8B-Base full, aime24: problem scores 25, 50, 0, 100 -> 43.75; sd 42.70 -> 43.75 +- 1.96*42.70/2
     r = acc.loc[("Qwen3-8B-Base", "full", "aime24")]
     assert r["value"] == pytest.approx(43.75) and r["ci_low"] == pytest.approx(1.9083, abs=1e-4)
-    assert r["ci_method"] == "eval" and r["n_seeds"] == 1
+    assert r["ci_method"] == "one run: problems only" and r["n_seeds"] == 1
     # top20 aime24: 50, 75, 0, 100 -> 56.25; per-problem differences 25, 25, 0, 0 -> +12.50, paired CI [0, 25]
     r = acc.loc[("Qwen3-8B-Base", "top20", "aime24")]
     assert r["value"] == pytest.approx(56.25) and r["delta"] == pytest.approx(12.5)
@@ -65,7 +65,13 @@ def test_table_entries_by_hand(report):
               & (s["metric"] == "avg@k") & (s["step"] == 4)]["value"]
     assert len(seeds) == 2
     assert acc.loc[("Qwen3-32B-Base", "full", "aime24"), "value"] == pytest.approx(seeds.mean())
-    assert acc.loc[("Qwen3-32B-Base", "full", "aime24"), "ci_method"] == "bootstrap pooled seeds"
+    # its interval holds the two runs: stats.run_interval of the [2 seeds, 4 problems] scores read back here
+    r = acc.loc[("Qwen3-32B-Base", "full", "aime24")]
+    y = np.stack([read_samples(FIXTURE / "runs" / "fix" / c / "eval" / "step-4" / "samples_aime24.jsonl").acc
+                  for c in ("q32-full-s1", "q32-full-s2")])  # [2, 4]
+    ri = stats.run_interval([[y]], [1.0], 0.05)
+    assert r["ci_method"] == "runs + problems" and (r["ci_low"], r["ci_high"]) == pytest.approx((ri.ci_low,
+                                                                                                  ri.ci_high))
 
 
 def test_extra_benchmark_is_a_column_after_avg(report):
@@ -135,10 +141,12 @@ def test_corrupt_files_reported_not_fatal(report):
     text = (report.out_dir / "REPORT.md").read_text()
     for path in problems:
         assert path in text
-    # the cell with the corrupt samples file still counts, with a seed interval instead of a bootstrap
+    # the cell with the corrupt samples file still counts: its value and difference use the summary values with a
+    # t interval over the two runs (the seeds stay the unit), and the difference is not tested (2 < min_seeds)
     t = _long(report).set_index(["label", "model", "variant", "benchmark"])
-    assert t.loc[("Acc", "Qwen3-32B-Base", "top20", "mini_ood"), "ci_method"] == "t over seeds"
-    assert t.loc[("Acc", "Qwen3-32B-Base", "top20", "mini_ood"), "delta_method"] == "no samples: difference only"
+    r = t.loc[("Acc", "Qwen3-32B-Base", "top20", "mini_ood")]
+    assert r["ci_method"] == "t over runs (no samples)" and r["delta_method"] == "t over runs (no samples)"
+    assert r["delta_ci_low"] < r["delta"] < r["delta_ci_high"] and r["verdict"] == "too few seeds"
 
 
 def test_version_disagreement_flagged(report):
@@ -152,7 +160,10 @@ def test_version_disagreement_flagged(report):
 
 def test_report_embeds_everything(report):
     text = (report.out_dir / "REPORT.md").read_text()
-    for part in ("## Table 2 layout: Acc@4", "## Comparison with the published numbers", "## Significance",
+    for part in ("## Table 2 layout: Acc@4", "## Comparison with the published numbers",
+                 "## Differences to the reference (training runs as the unit)", "## How the intervals and tests",
+                 "Seeds per variant: Qwen3-8B-Base: 1 seed: full, top20 | Qwen3-32B-Base: 2 seeds: full, top20",
+                 "## Equivalence: top20 vs full (margin ±2)",
                  "## Across seeds", "figures/scaling.png", "figures/training_curves.png", "figures/passk.png",
                  "figures/rho_sweep.png", "results produced at commit(s): `abc1234`"):
         assert part in text
@@ -268,6 +279,9 @@ def test_cli_report(tmp_path):
     assert (tmp_path / "REPORT.md").exists()
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=nope", f"out_dir={tmp_path}"]) == 2
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", "step=final"]) == 2
+    for bad in ("min_seeds=1", "equivalence.margin=0", "alpha=0.5"):  # before any work, exit status 2
+        assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", f"out_dir={tmp_path / 'x'}", bad]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------ statistics
@@ -307,6 +321,164 @@ def test_seed_interval_and_combined_ci_by_hand():
     assert math.isnan(stats.seed_interval([5.0], 0.05)[2])
     # two CIs of half-width 1.96 (se 1 each): the mean has se sqrt(2)/2, half-width 1.96 * 0.7071 = 1.386
     assert stats.combine_cis([(0, 3.92), (10, 13.92)], 0.05) == pytest.approx(1.386, abs=1e-3)
+
+
+# ------------------------------------------------------------------ the training run as the unit
+
+def test_run_interval_without_seed_variance_is_the_paired_t_over_problems():
+    from scipy import stats as st
+
+    xa, xb = np.array([10.0, 20, 30, 40, 50]), np.array([10.0, 18, 33, 36, 53])
+    a, b = np.tile(xa, (3, 1)), np.tile(xb, (2, 1))  # [3, 5], [2, 5]: every run of an arm scores the same
+    r = stats.run_interval([[a], [b]], [1.0, -1.0], 0.05)
+    # differences 0, 2, -3, 4, -3: mean 0, the one-sample t interval over 5 problems with 4 df
+    ref = st.ttest_1samp(xa - xb, 0.0).confidence_interval(0.95)
+    assert r.value == 0.0 and r.df == pytest.approx(4.0) and r.n_seeds == (3, 2)
+    assert (r.ci_low, r.ci_high) == pytest.approx((ref.low, ref.high))
+    assert r.parts["seeds"] == 0.0 and r.parts["residual"] == 0.0
+
+
+def test_run_interval_without_problem_variance_is_welch_over_seeds():
+    from scipy import stats as st
+
+    # arm A's runs score 1, 2, 3 on every problem, arm B's 0 and 2: no problem variance at all
+    a, b = np.repeat([[1.0], [2.0], [3.0]], 4, axis=1), np.repeat([[0.0], [2.0]], 4, axis=1)  # [3, 4], [2, 4]
+    r = stats.run_interval([[a], [b]], [1.0, -1.0], 0.05)
+    # difference 2 - 1 = 1; V = 1/3 + 2/2 = 4/3; Welch df = (4/3)^2 / ((1/3)^2/2 + 1^2/1) = 32/19
+    assert r.value == pytest.approx(1.0) and r.se ** 2 == pytest.approx(4 / 3) and r.df == pytest.approx(32 / 19)
+    ref = st.ttest_ind([1.0, 2.0, 3.0], [0.0, 2.0], equal_var=False)
+    assert r.p_value == pytest.approx(ref.pvalue)
+    assert (r.ci_low, r.ci_high) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    # summary values only ([n, 1] per arm) give the same interval
+    s = stats.run_interval([[a[:, :1]], [b[:, :1]]], [1.0, -1.0], 0.05)
+    assert (s.ci_low, s.ci_high, s.df) == pytest.approx((r.ci_low, r.ci_high, r.df))
+
+
+def test_run_interval_subtracts_the_residual_once_by_hand():
+    from scipy.special import stdtrit
+
+    # y = [[1, 4], [3, 4]] (2 runs x 2 problems): run means 2.5, 3.5 -> seeds part var 0.5 / 2 = 0.25;
+    # problem means 2, 4 -> problems part var 2 / 2 = 1; residuals -0.5, 0.5, 0.5, -0.5 -> mean square 1 / 1,
+    # counted in both parts: -1 / (2 x 2) = -0.25. V = 0.25 + 1 - 0.25 = 1; df = 1 / (0.0625 + 1 + 0.0625)
+    r = stats.run_interval([[np.array([[1.0, 4.0], [3.0, 4.0]])]], [1.0], 0.05)
+    assert r.parts == pytest.approx({"seeds": 0.25, "problems": 1.0, "residual": -0.25})
+    assert (r.value, r.se, r.df) == pytest.approx((3.0, 1.0, 1 / 1.125))
+    assert r.ci_high == pytest.approx(3.0 + stdtrit(1 / 1.125, 0.975))
+    # y = [[0, 2], [6, 4]]: seeds part var(1, 5) / 2 = 4, problems part 0, residual -4 / 4 = -1 -> V = 3 is
+    # below the seeds part alone, which V exceeds in expectation: the seeds part is used, with its 1 df
+    f = stats.run_interval([[np.array([[0.0, 2.0], [6.0, 4.0]])]], [1.0], 0.05)
+    assert (f.se ** 2, f.df) == pytest.approx((4.0, 1.0))
+    assert (f.ci_low, f.ci_high) == pytest.approx((3 - 12.7062 * 2, 3 + 12.7062 * 2), abs=1e-3)
+    assert stats.run_interval([[np.ones((1, 5))]], [1.0], 0.05) is None  # one run: no run-to-run variance
+
+
+def _simulated_arms(rng, n, p, seed_sd, problem_sd=20.0, noise_sd=2.0):
+    """Two arms with no true difference: shared problem effects, per-run offsets, per-score noise -> [n, P] x 2."""
+    prob = rng.normal(0, problem_sd, p)
+    return [50 + rng.normal(0, seed_sd, (n, 1)) + prob + rng.normal(0, noise_sd, (n, p)) for _ in range(2)]
+
+
+def test_run_interval_coverage_simulated():
+    """Nominal 95%: run_interval covers ~95% both when runs dominate (3 seeds) and when they do not vary; the
+    pooled paired bootstrap over problems (the report's old interval) covers far less when runs dominate."""
+    from scipy.special import stdtrit
+
+    rng, rs, reps = np.random.default_rng(0), stats.Resampler(n_boot=200, seed=0), 300
+    for seed_sd in (5.0, 0.0):
+        hit_runs = hit_problems = 0
+        ratios = []
+        for _ in range(reps):
+            a, b = _simulated_arms(rng, 3, 100, seed_sd)
+            r = stats.run_interval([[a], [b]], [1.0, -1.0], 0.05)
+            hit_runs += r.ci_low <= 0 <= r.ci_high
+            pb = stats.paired_bootstrap([a.mean(0) - b.mean(0)], 0.05, rs)
+            hit_problems += pb.ci_low <= 0 <= pb.ci_high
+            d = a.mean(0) - b.mean(0)  # the paired t over problems: right when runs do not vary
+            ratios.append((r.ci_high - r.ci_low) / (2 * stdtrit(99, 0.975) * d.std(ddof=1) / 10))
+        assert 0.92 <= hit_runs / reps <= 0.99, (seed_sd, hit_runs / reps)
+        if seed_sd:
+            assert hit_problems / reps < 0.5, hit_problems / reps
+        else:
+            assert 0.90 <= hit_problems / reps and np.median(ratios) < 1.25, np.median(ratios)
+
+
+def test_equivalence_verdict_by_hand():
+    eq = stats.equivalence_verdict
+    assert eq(-1.5, 1.9, 2.0) == "equivalent"          # inside (-2, 2)
+    assert eq(-2.5, 1.0, 2.0) == "inconclusive"        # crosses -2
+    assert eq(2.1, 5.0, 2.0) == "different" and eq(-6.0, -2.01, 2.0) == "different"   # beyond the margin
+    assert eq(-1.0, 3.0, 2.0) == "inconclusive" and eq(math.nan, math.nan, 2.0) == "inconclusive"
+    assert eq(-2.0, 1.0, 2.0) == "inconclusive"        # touching the margin is not inside it
+
+
+def _synthetic(n_seeds: dict[str, int], shift: dict[str, float], p: int = 60, seed_sd: float = 0.5):
+    """Rows and a sample lookup for one model, one benchmark (`b`), variants with `n_seeds` runs each whose
+    problem scores are a shared pattern + shift + a per-run offset (k = 16 responses)."""
+    from harness.reporting.load import ProblemScores
+
+    rng = np.random.default_rng(7)
+    pattern = rng.integers(2, 15, p).astype(float)  # correct responses of 16 per problem
+    rows, samples = [], {}
+    for v, n in n_seeds.items():
+        for s in range(n):
+            c = np.clip(np.round(pattern + (shift[v] + rng.normal(0, seed_sd)) * 16 / 100), 0, 16)  # [P]
+            ps = ProblemScores([f"p{i}" for i in range(p)], np.full(p, 16.0), c, np.full(p, 10.0))
+            samples[(f"{v}-s{s}", "step-1")] = ps
+            rows.append(dict(cell_id=f"{v}-s{s}", eval="step-1", model="m", model_size_b=math.nan, variant=v,
+                             rho=math.nan, benchmark="b", metric="avg@k", k=16, value=float(ps.acc.mean()),
+                             ci_low=math.nan, ci_high=math.nan, n_problems=p, seed=s))
+    return pd.DataFrame(rows), (lambda cell_id, ev, b: samples.get((cell_id, ev)))
+
+
+def test_a_difference_needs_min_seeds_per_arm_to_be_tested():
+    from harness.reporting import tables as tb
+
+    rows, lookup = _synthetic({"full": 5, "top10": 5, "top20": 5, "bottom80": 4}, {"full": 0.0, "top10": -10.0,
+                                                                                  "top20": 0.0, "bottom80": -30.0})
+    opts = tb.Options(min_seeds=5)
+    long = tb.aggregate(rows, lookup, opts).set_index(["variant", "benchmark"])
+    assert long.loc[("top10", "b"), "verdict"] == "lower" and long.loc[("top10", "b"), "p_value"] < 0.05
+    assert long.loc[("top20", "b"), "eq_verdict"] == "equivalent"  # same scores up to small run offsets
+    # bottom80 is 30 points lower, but with 4 runs (< min_seeds = 5) it is not tested
+    b80 = long.loc[("bottom80", "b")]
+    assert b80["verdict"] == "too few seeds" and b80["delta_ci_high"] < 0 and b80["n_seeds"] == 4
+    _, text, _ = tb.wide_rows(long.reset_index(), "Acc", opts)
+    labels = [r[1] for r in text]  # full, top10, Δ, top20, Δ, ≈, bottom80, Δ (variant_order)
+    assert labels == ["full", "top10", "Δ vs full", "top20", "Δ vs full", "≈ full (±2)", "bottom80", "Δ vs full"]
+    assert text[2][2].endswith("]*") and text[7][2].endswith("]†") and text[4][2][-1] == "]"
+    assert text[5][2].startswith("equivalent [")
+    # min_seeds = 4: bottom80 is tested too
+    again = tb.aggregate(rows, lookup, tb.Options(min_seeds=4)).set_index(["variant", "benchmark"])
+    assert again.loc[("bottom80", "b"), "verdict"] == "lower"
+
+
+def test_provenance_records_what_decides_repeatability():
+    """CPU model and vector instruction set, thread settings and torch's kernel level in every provenance block;
+    cells that ran on different machines are flagged in versions.csv."""
+    import torch
+
+    from harness.core.io import provenance
+    from harness.reporting import tables as tb
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m = provenance()["machine"]
+    finally:
+        torch.set_num_threads(before)
+    assert m["cpu"]["model"] and m["cpu"]["logical_cpus"] >= 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and "flags" in cpuinfo.read_text():
+        flags = set(next(x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")).split(":")[1].split())
+        assert set(m["cpu"]["isa_flags"].split()) <= flags
+        assert ("avx2" in flags) == ("avx2" in m["cpu"]["isa_flags"].split())
+    assert m["torch"]["num_threads"] == 1
+    assert m["torch"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    evals = [{"cell_id": c, "versions": {}, "task_versions": {}, "git_hash": "",
+              "machine": {"cpu": "AMD EPYC", "cpu_capability": cap, "torch_threads": "1"}}
+             for c, cap in (("a", "AVX512"), ("b", "AVX2"))]
+    v = tb.version_checks(evals).set_index(["kind", "name", "version"])
+    assert v.loc[("machine", "cpu_capability", "AVX2"), "flag"] and not v.loc[("machine", "cpu", "AMD EPYC"), "flag"]
 
 
 def test_read_samples_rejects_bad_lines(tmp_path):
@@ -361,7 +533,7 @@ def test_reads_real_evaluation_output(math_data_dir, tmp_path):
     assert t.loc[("Acc", "full", "aime24"), "value"] == pytest.approx(50.0)
     assert t.loc[("Acc", "top20", "aime24"), "value"] == pytest.approx(87.5)
     assert t.loc[("Acc", "top20", "aime24"), "delta"] == pytest.approx(37.5)
-    assert t.loc[("Acc", "top20", "aime24"), "delta_method"] == "paired bootstrap"
+    assert t.loc[("Acc", "top20", "aime24"), "delta_method"] == "one run: paired bootstrap over problems only"
     c = pd.read_csv(res.out_dir / "published_comparison.csv", dtype={"published": str})
     r = c[(c["model"] == "Qwen3-8B-Base") & (c["variant"] == "top20") & (c["benchmark"] == "AIME24")
           & (c["metric"] == "Acc@16")].iloc[0]
@@ -383,8 +555,9 @@ def test_grid_without_paper_benchmarks_averages_its_own():
     header, text, _ = tb.wide_rows(long, "Acc", tb.Options())
     assert header == ["Model", "Variant", "mini_id", "mini_ood", "Avg"]
     # Avg full = (88 + 40) / 2 = 64; top20 = 67; Δ = +3; CI half-width 1.96*sqrt(1.0204^2*2)/2 = 1.414
-    assert text[0] == ["mini", "full", "88.00 [86.00, 90.00]", "40.00 [38.00, 42.00]", "64.00 [62.59, 65.41]"]
-    assert text[2] == ["", "Δ vs full", "+2.00", "+4.00", "+3.00"]
+    # (one run each: the intervals cover problems only, marked †; the differences are not tested, marked †)
+    assert text[0] == ["mini", "full", "88.00 [86.00, 90.00]†", "40.00 [38.00, 42.00]†", "64.00 [62.59, 65.41]†"]
+    assert text[2] == ["", "Δ vs full", "+2.00†", "+4.00†", "+3.00†"]
     assert (long["delta_method"].dropna().replace("", np.nan).dropna() == "no samples: difference only").all()
 
 

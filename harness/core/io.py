@@ -9,9 +9,12 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -84,8 +87,65 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+_ISA = re.compile(r"^(avx|amx|fma|f16c|sse4|vnni|neon|sve|asimd)")  # flags that change which kernels run
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS",
+               "CUBLAS_WORKSPACE_CONFIG")
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """CPU model and its vector instruction-set flags (avx512*, amx*, ...), from /proc/cpuinfo where it exists."""
+    model, flags = None, []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = (x.strip() for x in line.partition(":"))
+                if key in ("model name", "Model", "cpu model") and model is None:
+                    model = value
+                elif key in ("flags", "Features") and not flags:
+                    flags = sorted(x for x in value.split() if _ISA.match(x))
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"model": model, "isa_flags": " ".join(flags), "logical_cpus": os.cpu_count()}
+
+
+def torch_runtime() -> dict | None:
+    """torch's thread counts, the ATen CPU kernel level in use, MKL / oneDNN builds; None if torch is not imported
+    in this process (provenance never imports it: a process that did not load torch computed nothing with it)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "get_num_threads"):
+        return None
+    out: dict[str, Any] = {"num_threads": torch.get_num_threads(),
+                           "num_interop_threads": torch.get_num_interop_threads()}
+    try:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # e.g. AVX512, AVX2, DEFAULT
+        out["mkl"] = bool(torch.backends.mkl.is_available())
+        out["mkldnn"] = bool(torch.backends.mkldnn.is_available())
+        out["deterministic_algorithms"] = bool(torch.are_deterministic_algorithms_enabled())
+        config = torch.__config__.show()
+        for name, pattern in (("mkl_version", r"Math Kernel Library Version ([\d.]+)"),
+                              ("onednn_version", r"MKL-DNN (v[\d.]+)")):
+            m = re.search(pattern, config)
+            if m:
+                out[name] = m.group(1)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda"] = torch.version.cuda
+            out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as e:  # an exotic build: record what went wrong, never fail a result file over it
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def machine() -> dict:
+    """What decides bit-for-bit repeatability of a number: CPU model and instruction set, thread settings, torch's
+    kernels. Same values (and library versions) -> the same bits; different ones -> the same only statistically."""
+    return {"cpu": cpu_info(), "thread_env": {k: os.environ[k] for k in _THREAD_ENV if k in os.environ},
+            "torch": torch_runtime()}
+
+
 def provenance(config: Any = None, **extra: Any) -> dict:
-    """Provenance block attached to every result file: git hash, versions, host, time, and the config (left out
+    """Provenance block attached to every result file: git hash, versions, host, machine, time, and the config (left out
     when the file sits next to the config it names, e.g. a run directory's config.yaml by its sha256)."""
     if config is not None and not isinstance(config, dict):
         from omegaconf import OmegaConf
@@ -95,6 +155,7 @@ def provenance(config: Any = None, **extra: Any) -> dict:
         "versions": library_versions(),
         "host": platform.node(),
         "platform": platform.platform(),
+        "machine": machine(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **({"config": config} if config is not None else {}),
         **extra,

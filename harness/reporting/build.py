@@ -96,6 +96,7 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
     long = tb.aggregate(rows, lookup, opts)
     comparison = tb.published_comparison(long, published, opts)
     significance = tb.significance_table(long)
+    equivalence = tb.equivalence_table(long)
     seeds = tb.seed_table(rows, opts)
     passk = tb.passk_curves(rows, lookup, opts, passk_max)
     versions = tb.version_checks(data.evals)
@@ -116,13 +117,14 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
         md_tables[label] = (md, heading)
         f.append(atomic_write_text(out / "tables" / f"table2_{label.lower()}.md", f"# {heading}\n\n{md}"))
         _csv(pd.DataFrame(numeric), out / "tables" / f"table2_{label.lower()}.csv", f)
-        tex.append(tb.latex_table(header, text, f"{label}@{k}, grid {grid}: mean [95\\% CI]; "
-                                                f"Δ rows: difference to {opts.reference}, * p < {opts.alpha}."))
+        tex.append(tb.latex_table(header, text, f"{label}@{k}, grid {grid}: {tb.legend(opts)}"))
     if tex:
         f.append(atomic_write_text(out / "tables" / "table2.tex", "\n".join(tex)))
     _csv(comparison, out / "published_comparison.csv", f)
     f.append(atomic_write_text(out / "published_comparison.md", tb.df_markdown(comparison)))
     _csv(significance, out / "significance.csv", f)
+    _csv(equivalence, out / "equivalence.csv", f)
+    f.append(atomic_write_text(out / "tables" / "equivalence.md", tb.df_markdown(equivalence)))
     _csv(seeds, out / "seeds.csv", f)
     _csv(passk, out / "passk.csv", f)
     _csv(versions, out / "versions.csv", f)
@@ -193,7 +195,8 @@ def build_report(results_dir: str | Path, grid: str, out_dir: str | Path | None 
     prov["git_hash"] = commit
     parts = Parts(grid=grid, out_dir=out, provenance=prov, cells=data.cells, issues=issues, versions=versions,
                   eval_times=sorted(e["time_utc"] for e in data.evals if e.get("time_utc")), tables=md_tables,
-                  comparison=comparison, significance=significance, seeds=seeds, figures=figures,
+                  comparison=comparison, significance=significance, equivalence=equivalence, opts=opts,
+                  seeds=seeds, figures=figures,
                   analysis=analysis, analysis_tables=analysis_tables, reading=reading, published_extra=extra,
                   entropy_comparison=entropy_cmp, notes=notes)
     f.append(atomic_write_json(out / "provenance.json", prov))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.reporting.analyses import Entry
 from harness.reporting.load import Issue
-from harness.reporting.tables import df_markdown, markdown_table
+from harness.reporting.tables import Options, df_markdown, legend, markdown_table, model_order
 
 
 @dataclass
@@ -24,6 +24,8 @@ class Parts:
     tables: dict[str, tuple[str, str]]       # label -> (Markdown table, heading)
     comparison: pd.DataFrame
     significance: pd.DataFrame
+    equivalence: pd.DataFrame                # tables.equivalence_table
+    opts: Options
     seeds: pd.DataFrame
     figures: dict[str, tuple[Path | None, str]]  # title -> (path, reason when absent)
     analysis: dict[str, list[Entry]]         # analyses.index: kind -> one entry per cell
@@ -97,6 +99,40 @@ def _comparison_md(c: pd.DataFrame) -> list[str]:
     return out
 
 
+def seeds_per_variant(cells: pd.DataFrame) -> str:
+    """'6 seeds: full, top20; 3 seeds: top10' per model, complete trained cells only."""
+    c = cells[(cells["state"] == "complete") & (cells["variant"] != "base")]
+    parts = []
+    for model in model_order(c):
+        g = c[c["model"] == model]
+        counts = g.groupby("variant", sort=False)["seed"].nunique()
+        by_n = "; ".join(f"{n} seed{'s' if n != 1 else ''}: {', '.join(sorted(v.index))}"
+                         for n, v in sorted(counts.groupby(counts), reverse=True))
+        parts.append(f"{model}: {by_n}")
+    return " | ".join(parts) or "no complete trained cell"
+
+
+def _method_md(p: Parts) -> list[str]:
+    o = p.opts
+    return ["## How the intervals and tests are made", "",
+            f"- Unit of inference: the training run (seed). Seeds per variant: {seeds_per_variant(p.cells)}.",
+            f"- Interval of a variant or of a difference, 2+ seeds: seeds and problems as crossed random effects "
+            f"(variance between the runs' values plus variance over problems of the seed-averaged scores, minus "
+            f"the residual counted in both), Student-t with Welch-Satterthwaite degrees of freedom; arms "
+            f"independent, problems paired (harness/reporting/stats.py `run_interval`). One run: problem sampling "
+            f"only (marked †).",
+            f"- A difference to `{o.reference}` is tested (* and verdict higher / lower / inconclusive at alpha = "
+            f"{o.alpha:g}) only when each arm has at least {o.min_seeds} seeds (`min_seeds`); otherwise it reads "
+            f"\"too few seeds\" (†).",
+            *([f"- Equivalence (the paper's \"top-20% matches full\"): `{o.equivalence_variant}` - `{o.reference}`, "
+               f"{100 * (1 - 2 * o.alpha):g}% interval against a margin of ±{o.equivalence_margin:g} points "
+               f"(configs/report.yaml gives the reason): equivalent inside, different beyond, else inconclusive "
+               f"(TOST)."] if o.equivalence_variant else []),
+            "- Exact repeatability: a result repeats bit for bit only on the same CPU type (instruction set, see "
+            "each result's provenance `cpu`) with the same thread counts; elsewhere only statistically, within "
+            "these intervals.", ""]
+
+
 def render(p: Parts) -> str:
     prov = p.provenance
     lines = [f"# Report: grid `{p.grid}`", "",
@@ -128,22 +164,35 @@ def render(p: Parts) -> str:
     if not len(p.versions):
         lines += ["No evaluation recorded its provenance (results_<benchmark>.json).", ""]
     elif len(flagged):
-        lines += ["**Cells disagree on these versions** (compare their results with care):", "",
+        lines += ["**Cells disagree on these versions** (compare their results with care; cells evaluated on different machines repeat only statistically):", "",
                   df_markdown(flagged[["kind", "name", "version", "n_cells", "cells"]])]
     else:
-        lines += ["All evaluations agree on library versions, task versions and commit.", ""]
+        lines += ["All evaluations agree on library versions, task versions, commit and machine (CPU, instruction "
+                  "set, torch's kernel level and threads).", ""]
+    mach = p.versions[p.versions["kind"] == "machine"] if len(p.versions) else p.versions
+    if len(mach):
+        lines += ["Machines of the evaluations: " + "; ".join(
+            f"{n} {' / '.join(g['version'])}" for n, g in mach.groupby("name", sort=True)) + ".", ""]
     lines += ["## Cells", "", df_markdown(p.cells[["cell_id", "model", "variant", "rho", "seed", "state",
                                                      "table_step", "steps"]].fillna("")), ""]
+    lines += _method_md(p)
     for label, (md, heading) in p.tables.items():
-        lines += [f"## {heading}", "", md, ""]
-    lines += ["CI: one seed, the evaluation's own interval; several seeds, bootstrap over problems pooled over "
-              "seeds (or t over seeds without samples); Avg, benchmark intervals combined. Δ rows: difference to "
-              "the reference with its paired-bootstrap CI; * marks p < alpha.", ""]
+        lines += [f"## {heading}", "", md, "", legend(p.opts), ""]
     lines += ["## Comparison with the published numbers", "",
               "`published` is the paper's value as printed (results/published/published.csv); `diff` = ours - "
               "published; `inside_ci`: whether the published value lies inside our CI.", "",
               *_comparison_md(p.comparison), ""]
-    lines += ["## Significance: paired bootstrap against the reference", "",
+    if p.opts.equivalence_variant:
+        lines += [f"## Equivalence: {p.opts.equivalence_variant} vs {p.opts.reference} "
+                  f"(margin ±{p.opts.equivalence_margin:g})", "",
+                  f"`ci_low`, `ci_high`: {100 * (1 - 2 * p.opts.alpha):g}% interval of the difference "
+                  f"(equivalence.csv).", "",
+                  df_markdown(p.equivalence) if len(p.equivalence) else
+                  f"No model has both {p.opts.equivalence_variant} and {p.opts.reference}.", ""]
+    lines += ["## Differences to the reference (training runs as the unit)", "",
+              f"`verdict`: higher / lower (p < {p.opts.alpha:g}) or inconclusive, with at least "
+              f"{p.opts.min_seeds} seeds per arm; else too few seeds. `df`: Welch-Satterthwaite degrees of freedom "
+              f"(significance.csv).", "",
               df_markdown(p.significance) if len(p.significance) else "No variant has a reference to compare with.",
               "", "## Across seeds", "",
               df_markdown(multi) if len(multi := p.seeds[p.seeds["n_seeds"] > 1]) else

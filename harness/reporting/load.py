@@ -255,8 +255,14 @@ def _eval_provenance(d: dict) -> dict:
     if tv is None and isinstance(d.get("versions"), dict):  # lm-eval's results layout: task -> version
         tv = d["versions"]
     libs = prov.get("versions") if isinstance(prov.get("versions"), dict) else {}
+    mach = prov.get("machine") if isinstance(prov.get("machine"), dict) else {}
+    cpu = mach.get("cpu") if isinstance(mach.get("cpu"), dict) else {}
+    tor = mach.get("torch") if isinstance(mach.get("torch"), dict) else {}
+    machine = {k: str(v) for k, v in (("cpu", cpu.get("model")), ("isa_flags", cpu.get("isa_flags")),
+                                      ("cpu_capability", tor.get("cpu_capability")),
+                                      ("torch_threads", tor.get("num_threads"))) if v is not None}
     return {"git_hash": str(prov.get("git_hash") or d.get("git_hash") or ""),
-            "versions": {str(k): str(v) for k, v in libs.items()},
+            "versions": {str(k): str(v) for k, v in libs.items()}, "machine": machine,
             "task_versions": {str(k): str(v) for k, v in (tv or {}).items()} if isinstance(tv, dict) else {},
             "time_utc": str(prov.get("time_utc") or d.get("time_utc") or "")}
 

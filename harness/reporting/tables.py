@@ -2,14 +2,22 @@
 
 Pure functions of DataFrames (plus per-problem scores); rendering to Markdown / LaTeX / CSV is text only.
 
-How a table value is made (the paper prints point estimates from one run each):
+How a table value is made (the paper prints point estimates from one run each). The training run (seed) is
+the unit of inference: every interval of a variant or of a difference printed with two or more seeds holds the
+variance between training runs (stats.run_interval: seeds and problems as crossed random effects, Student-t with
+Welch-Satterthwaite df).
 - value: mean over seeds (cells) of each cell's summary value at its table step (avg@k for Acc, len@k for Len);
-- CI: one seed -> the evaluation's own CI from summary.csv; several seeds -> percentile bootstrap over problems of
-  the per-problem score pooled over seeds when every seed has samples, else a Student-t interval across seeds;
-- "Avg": mean over the benchmarks in `average_over` present in the grid (the paper's six); a row missing one of
-  them has no Avg; its CI combines the benchmark CIs (normal approximation, benchmarks independent);
-- difference to the reference variant (`full`) of the same model: paired bootstrap over the problems both were
-  evaluated on, per-problem scores pooled over seeds (stats.paired_bootstrap); without samples only the difference.
+- CI: two or more seeds -> stats.run_interval over the per-problem scores of every seed (summary values only:
+  t over seeds); one seed -> the evaluation's own CI, which covers problem sampling only (marked "one run");
+- "Avg": mean over the benchmarks in `average_over` present in the grid (the paper's six), each benchmark
+  weighing equally; a row missing one of them has no Avg; with two or more seeds its CI is run_interval over all
+  of them at once (seeds of the per-cell Avg, problems per benchmark), with one seed the benchmark CIs combined;
+- difference to the reference variant (`full`) of the same model: run_interval of variant minus reference (arms
+  independent, problems paired); with one seed in an arm, the paired bootstrap over problems (problems only).
+  A difference is tested (`*`, verdict higher / lower / inconclusive) only when each arm has at least
+  `min_seeds` seeds; otherwise its verdict is "too few seeds" and it is marked `†`;
+- equivalence (the paper's "top-20% matches full"): for `equivalence_variant`, the (1 - 2 alpha) interval of the
+  difference against +-`equivalence_margin`: equivalent / different / inconclusive (stats.equivalence_verdict).
 """
 from __future__ import annotations
 
@@ -42,6 +50,9 @@ class Options:
     n_boot: int = 2000
     alpha: float = 0.05
     seed: int = 0
+    min_seeds: int = 5            # seeds per arm a difference needs before it is tested (configs/report.yaml)
+    equivalence_variant: str | None = "top20"   # tested for equivalence with the reference
+    equivalence_margin: float = 2.0             # points of the metric (configs/report.yaml: the justification)
 
 
 # ---------------------------------------------------------------- selecting and ordering
@@ -104,9 +115,10 @@ def align(parts: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.
     return keys, np.stack(rows)
 
 
-def pooled(units: Sequence[tuple[str, str]], benchmark: str, metric: str,
-           lookup: SampleLookup) -> tuple[list[str], np.ndarray] | None:
-    """Per-problem score averaged over units (seeds) on the problems all units share; None without samples."""
+def stacked(units: Sequence[tuple[str, str]], benchmark: str, metric: str,
+            lookup: SampleLookup) -> tuple[list[str], np.ndarray] | None:
+    """Per-problem scores of each unit (seed), on the problems all units share -> keys, [n_units, P];
+    None without samples."""
     parts = []
     for cell_id, ev in units:
         ps = lookup(cell_id, ev, benchmark)
@@ -114,8 +126,7 @@ def pooled(units: Sequence[tuple[str, str]], benchmark: str, metric: str,
         if x is None:
             return None
         parts.append((ps.keys, x))
-    al = align(parts)
-    return None if al is None else (al[0], al[1].mean(axis=0))  # [P]
+    return align(parts)
 
 
 @dataclass(frozen=True)
@@ -138,22 +149,43 @@ def index_rows(rows: pd.DataFrame) -> dict[tuple, list[Unit]]:
         idx.setdefault(key, {}).setdefault((r.cell_id, r.eval), Unit(r.cell_id, r.eval, float(r.value),
                                                                       float(r.ci_low), float(r.ci_high),
                                                                       float(r.n_problems)))
-    return {k: list(v.values()) for k, v in idx.items()}
+    return {k: sorted(v.values(), key=lambda u: (u.cell_id, u.eval)) for k, v in idx.items()}
 
 
 class _Ctx:
-    """What the aggregation helpers share: options, resampler, samples and a cache of pooled scores."""
+    """What the aggregation helpers share: options, resampler, samples and a cache of stacked scores."""
 
     def __init__(self, lookup: SampleLookup, opts: Options):
         self.lookup, self.opts = lookup, opts
         self.rs = stats.Resampler(opts.n_boot, opts.seed)
-        self._pooled: dict[tuple, tuple[list[str], np.ndarray] | None] = {}
+        self._stacked: dict[tuple, tuple[list[str], np.ndarray] | None] = {}
+
+    def stacked(self, units: Sequence[Unit], benchmark: str, metric: str):
+        """keys, [n_units, P] (see `stacked`), cached."""
+        key = (tuple((u.cell_id, u.eval) for u in units), benchmark, metric)
+        if key not in self._stacked:
+            self._stacked[key] = stacked(key[0], benchmark, metric, self.lookup)
+        return self._stacked[key]
 
     def pooled(self, units: Sequence[Unit], benchmark: str, metric: str):
-        key = (tuple((u.cell_id, u.eval) for u in units), benchmark, metric)
-        if key not in self._pooled:
-            self._pooled[key] = pooled(key[0], benchmark, metric, self.lookup)
-        return self._pooled[key]
+        """keys, [P] per-problem score averaged over the units."""
+        st = self.stacked(units, benchmark, metric)
+        return None if st is None else (st[0], st[1].mean(axis=0))
+
+    def arm(self, units: dict[str, list[Unit]], benchmarks: Sequence[str],
+            metric: str) -> list[tuple[list[str], np.ndarray]] | None:
+        """One arm for stats.run_interval: (keys, [n, P_b]) per benchmark, rows the same cells in every benchmark;
+        None without samples or when the benchmarks were not all evaluated on the same cells."""
+        cells = [(u.cell_id, u.eval) for u in units[benchmarks[0]]]
+        if any([(u.cell_id, u.eval) for u in units[b]] != cells for b in benchmarks):
+            return None
+        out = []
+        for b in benchmarks:
+            st = self.stacked(units[b], b, metric)
+            if st is None:
+                return None
+            out.append(st)
+        return out
 
 
 def aggregate(rows: pd.DataFrame, lookup: SampleLookup, opts: Options) -> pd.DataFrame:
@@ -178,22 +210,29 @@ def aggregate(rows: pd.DataFrame, lookup: SampleLookup, opts: Options) -> pd.Dat
                 units = {b: idx[key] for b in benchmarks if (key := (metric, k, model, variant, b)) in idx}
                 vals = {}
                 for b, us in units.items():
-                    vals[b] = _cell_value(us, b, metric, ctx)
+                    vals[b] = _cell_value({b: us}, [b], metric, ctx)
                     out.append(dict(base, benchmark=b, **vals[b],
                                     **_delta(variant, {b: us}, ref, [b], metric, ctx, vals[b]["value"],
                                              _mean(ref[b]))))
                 if not all(b in vals for b in avg_set):
                     continue
-                v = float(np.mean([vals[b]["value"] for b in avg_set]))
-                half = stats.combine_cis([(vals[b]["ci_low"], vals[b]["ci_high"]) for b in avg_set], opts.alpha)
-                out.append(dict(base, benchmark=AVG, value=v, ci_low=v - half, ci_high=v + half,
-                                n_seeds=min(vals[b]["n_seeds"] for b in avg_set), ci_method="combined",
-                                n_problems=sum(vals[b]["n_problems"] for b in avg_set), avg_of=" ".join(avg_set),
-                                **_delta(variant, units, ref, avg_set, metric, ctx, v, ref_avg)))
-    cols = ["label", "model", "model_size_b", "variant", "rho", "benchmark", "metric", "k", "value", "ci_low",
-            "ci_high", "n_seeds", "n_problems", "ci_method", "avg_of", "reference", "delta", "delta_ci_low",
-            "delta_ci_high", "p_value", "n_paired", "delta_method"]
-    return pd.DataFrame(out, columns=cols)
+                v = _cell_value(units, avg_set, metric, ctx)
+                if v["n_seeds"] < 2:  # one run: the benchmark CIs combined (problems only)
+                    half = stats.combine_cis([(vals[b]["ci_low"], vals[b]["ci_high"]) for b in avg_set], opts.alpha)
+                    v.update(ci_low=v["value"] - half, ci_high=v["value"] + half, ci_method=ONE_RUN + " (combined)")
+                out.append(dict(base, benchmark=AVG, **dict(v, avg_of=" ".join(avg_set)),
+                                **_delta(variant, units, ref, avg_set, metric, ctx, v["value"], ref_avg)))
+    return pd.DataFrame(out, columns=LONG_COLUMNS)
+
+
+LONG_COLUMNS = ["label", "model", "model_size_b", "variant", "rho", "benchmark", "metric", "k", "value", "ci_low",
+                "ci_high", "n_seeds", "n_problems", "ci_method", "avg_of", "reference", "delta", "delta_ci_low",
+                "delta_ci_high", "p_value", "delta_df", "n_seeds_ref", "n_paired", "delta_method", "verdict",
+                "eq_margin", "eq_ci_low", "eq_ci_high", "eq_verdict"]
+ONE_RUN = "one run: problems only"
+RUNS = "runs + problems"
+RUNS_NO_SAMPLES = "t over runs (no samples)"
+TOO_FEW = "too few seeds"
 
 
 def _units(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -204,26 +243,60 @@ def _mean(units: Sequence[Unit]) -> float:
     return float(np.mean([u.value for u in units])) if units else math.nan
 
 
-def _cell_value(units: Sequence[Unit], benchmark: str, metric: str, ctx: _Ctx) -> dict:
-    n = len(units)
-    value = _mean(units)
-    n_problems = max(u.n_problems for u in units)
-    if n == 1:
-        lo, hi, method = units[0].ci_low, units[0].ci_high, "eval"
+def _per_run(units: dict[str, list[Unit]], benchmarks: Sequence[str]) -> np.ndarray | None:
+    """[n, 1] each cell's value averaged over the benchmarks (summary values, no samples); None if the benchmarks
+    were not evaluated on the same cells."""
+    by_cell = [{(u.cell_id, u.eval): u.value for u in units[b]} for b in benchmarks]
+    if any(set(d) != set(by_cell[0]) for d in by_cell):
+        return None
+    return np.array([[np.mean([d[c] for d in by_cell])] for c in sorted(by_cell[0])])
+
+
+def _aligned_arms(ctx: _Ctx, arms_units: Sequence[dict[str, list[Unit]]], benchmarks: Sequence[str],
+                  metric: str) -> list[list[np.ndarray]] | None:
+    """arms for stats.run_interval, each benchmark's problems aligned across arms; None without samples."""
+    arms = [ctx.arm(u, benchmarks, metric) for u in arms_units]
+    if any(a is None for a in arms):
+        return None
+    out: list[list[np.ndarray]] = [[] for _ in arms]
+    for b in range(len(benchmarks)):
+        al = align([(a[b][0], np.arange(len(a[b][0]))) for a in arms])  # problem positions per arm
+        if al is None:
+            return None
+        for i, a in enumerate(arms):
+            out[i].append(a[b][1][:, al[1][i]])  # [n_i, P_common]
+    return out
+
+
+def _cell_value(units: dict[str, list[Unit]], benchmarks: Sequence[str], metric: str, ctx: _Ctx) -> dict:
+    """Value and CI of one variant over `benchmarks` (one, or the Avg set), seeds as the unit."""
+    us = units[benchmarks[0]]
+    n = min(len(units[b]) for b in benchmarks)
+    value = float(np.mean([_mean(units[b]) for b in benchmarks]))
+    n_problems = sum(max(u.n_problems for u in units[b]) for b in benchmarks)
+    rec = dict(value=value, ci_low=math.nan, ci_high=math.nan, n_seeds=n, n_problems=n_problems,
+               ci_method=ONE_RUN, avg_of="")
+    if n < 2:
+        if len(benchmarks) == 1:
+            rec.update(ci_low=us[0].ci_low, ci_high=us[0].ci_high)
+        return rec
+    arms = _aligned_arms(ctx, [units], benchmarks, metric)
+    if arms is not None:
+        r = stats.run_interval(arms, [1.0], ctx.opts.alpha)
+        method = RUNS
     else:
-        pool = ctx.pooled(units, benchmark, metric)
-        if pool is not None:
-            ci = stats.bootstrap_ci([pool[1]], ctx.opts.alpha, ctx.rs, [benchmark])
-            lo, hi, method, n_problems = ci.ci_low, ci.ci_high, "bootstrap pooled seeds", len(pool[1])
-        else:
-            _, _, lo, hi = stats.seed_interval([u.value for u in units], ctx.opts.alpha)
-            method = "t over seeds"
-    return dict(value=value, ci_low=lo, ci_high=hi, n_seeds=n, n_problems=n_problems, ci_method=method,
-                avg_of="")
+        runs = _per_run(units, benchmarks)
+        r = None if runs is None else stats.run_interval([[runs]], [1.0], ctx.opts.alpha)
+        method = RUNS_NO_SAMPLES
+    if r is None:
+        return dict(rec, ci_method="")
+    return dict(rec, ci_low=r.ci_low, ci_high=r.ci_high, n_problems=r.n_problems if arms else n_problems,
+                ci_method=method)
 
 
 _NO_DELTA = dict(reference="", delta=math.nan, delta_ci_low=math.nan, delta_ci_high=math.nan, p_value=math.nan,
-                 n_paired=0, delta_method="")
+                 delta_df=math.nan, n_seeds_ref=0, n_paired=0, delta_method="", verdict="", eq_margin=math.nan,
+                 eq_ci_low=math.nan, eq_ci_high=math.nan, eq_verdict="")
 
 
 def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str,
@@ -242,19 +315,42 @@ def _paired(variant_units: dict, ref_units: dict, benchmarks: Sequence[str], met
 
 def _delta(variant: str, units: dict, ref_units: dict, benchmarks: Sequence[str], metric: str, ctx: _Ctx,
            value: float, ref_value: float) -> dict:
-    """Difference to the reference variant over `benchmarks` (one, or the Avg set), paired when samples exist."""
-    if variant in (ctx.opts.reference, "base") or math.isnan(ref_value) or any(not ref_units[b]
-                                                                               for b in benchmarks):
+    """Difference to the reference variant over `benchmarks` (one, or the Avg set), seeds as the unit."""
+    opts = ctx.opts
+    if variant in (opts.reference, "base") or math.isnan(ref_value) or any(not ref_units[b] for b in benchmarks):
         return dict(_NO_DELTA)
-    res = _paired(units, ref_units, benchmarks, metric, ctx)
-    return _delta_record(ctx.opts.reference, value - ref_value, res)
-
-
-def _delta_record(reference: str, delta: float, res: stats.PairedResult | None) -> dict:
-    if res is None:
-        return dict(_NO_DELTA, reference=reference, delta=delta, delta_method="no samples: difference only")
-    return dict(reference=reference, delta=delta, delta_ci_low=res.ci_low, delta_ci_high=res.ci_high,
-                p_value=res.p_value, n_paired=res.n_problems, delta_method="paired bootstrap")
+    nv, nr = min(len(units[b]) for b in benchmarks), min(len(ref_units[b]) for b in benchmarks)
+    rec = dict(_NO_DELTA, reference=opts.reference, delta=value - ref_value, n_seeds_ref=nr,
+               verdict=TOO_FEW if min(nv, nr) < opts.min_seeds else "")
+    eq = variant == opts.equivalence_variant
+    if eq:
+        rec.update(eq_margin=opts.equivalence_margin, eq_verdict=TOO_FEW)
+    if min(nv, nr) < 2:  # one run in an arm: problems only, never tested
+        res = _paired(units, ref_units, benchmarks, metric, ctx)
+        if res is None:
+            return dict(rec, delta_method="no samples: difference only")
+        return dict(rec, delta_ci_low=res.ci_low, delta_ci_high=res.ci_high, p_value=res.p_value,
+                    n_paired=res.n_problems, delta_method="one run: paired bootstrap over problems only")
+    arms = _aligned_arms(ctx, [units, ref_units], benchmarks, metric)
+    if arms is not None:
+        r, method = stats.run_interval(arms, [1.0, -1.0], opts.alpha), RUNS
+    else:
+        runs = [_per_run(units, benchmarks), _per_run(ref_units, benchmarks)]
+        r = None if any(x is None for x in runs) else stats.run_interval([[runs[0]], [runs[1]]], [1.0, -1.0],
+                                                                         opts.alpha)
+        method = RUNS_NO_SAMPLES
+    if r is None:
+        return dict(rec, delta_method="difference only (cells differ between benchmarks)")
+    rec.update(delta_ci_low=r.ci_low, delta_ci_high=r.ci_high, p_value=r.p_value, delta_df=r.df,
+               n_paired=r.n_problems if arms is not None else 0, delta_method=method)
+    if min(nv, nr) >= opts.min_seeds:
+        rec["verdict"] = ("higher" if r.value > 0 else "lower") if r.p_value < opts.alpha else "inconclusive"
+    if eq:
+        lo, hi = stats.t_interval(r.value, r.se, r.df, 2 * opts.alpha)
+        rec.update(eq_ci_low=lo, eq_ci_high=hi)
+        if min(nv, nr) >= opts.min_seeds:
+            rec["eq_verdict"] = stats.equivalence_verdict(lo, hi, opts.equivalence_margin)
+    return rec
 
 
 def seed_table(rows: pd.DataFrame, opts: Options) -> pd.DataFrame:
@@ -275,9 +371,18 @@ def seed_table(rows: pd.DataFrame, opts: Options) -> pd.DataFrame:
 def significance_table(long: pd.DataFrame) -> pd.DataFrame:
     s = long[long["reference"].ne("") & long["delta"].notna()]
     return s[["model", "variant", "reference", "benchmark", "metric", "k", "delta", "delta_ci_low", "delta_ci_high",
-              "p_value", "n_paired", "n_seeds", "delta_method"]].rename(
-        columns={"delta": "diff", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high", "n_paired": "n_problems",
-                 "delta_method": "method"}).reset_index(drop=True)
+              "p_value", "delta_df", "verdict", "n_seeds", "n_seeds_ref", "n_paired", "delta_method"]].rename(
+        columns={"delta": "diff", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high", "delta_df": "df",
+                 "n_paired": "n_problems", "delta_method": "method"}).reset_index(drop=True)
+
+
+def equivalence_table(long: pd.DataFrame) -> pd.DataFrame:
+    """The equivalence variant against the reference: difference, (1 - 2 alpha) interval, margin, verdict."""
+    s = long[long["eq_verdict"].ne("") & long["delta"].notna()]
+    return s[["model", "variant", "reference", "benchmark", "metric", "k", "delta", "eq_ci_low", "eq_ci_high",
+              "eq_margin", "eq_verdict", "n_seeds", "n_seeds_ref", "delta_method"]].rename(
+        columns={"delta": "diff", "eq_ci_low": "ci_low", "eq_ci_high": "ci_high", "eq_margin": "margin",
+                 "eq_verdict": "verdict", "delta_method": "method"}).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- published comparison
@@ -336,22 +441,51 @@ def fmt(x: float, signed: bool = False) -> str:
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
+ONE_RUN_MARK, UNTESTED_MARK, SIGNIFICANT_MARK = "†", "†", "*"
+
+
 def _value_text(r, ci: bool = True) -> str:
     s = fmt(r["value"])
     if ci and not math.isnan(r["ci_low"]):
         s += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+        if str(r["ci_method"]).startswith(ONE_RUN):
+            s += ONE_RUN_MARK
     return s
 
 
-def _delta_text(r, alpha: float) -> str:
+def _delta_text(r) -> str:
+    """difference [CI] and a mark: * tested and the CI excludes 0; † too few seeds to test."""
     if math.isnan(r["delta"]):
         return "-"
     s = fmt(r["delta"], signed=True)
     if not math.isnan(r["delta_ci_low"]):
         s += f" [{fmt(r['delta_ci_low'], True)}, {fmt(r['delta_ci_high'], True)}]"
-        if r["p_value"] < alpha:
-            s += "*"
+    if r["verdict"] in ("higher", "lower"):
+        s += SIGNIFICANT_MARK
+    elif r["verdict"] == TOO_FEW:
+        s += UNTESTED_MARK
     return s
+
+
+def legend(opts: Options) -> str:
+    """What the marks and intervals of the tables mean (under every table, in REPORT.md and the LaTeX caption)."""
+    pct = f"{100 * (1 - opts.alpha):g}"
+    eq = (f" Row ≈ {opts.reference} (±{opts.equivalence_margin:g}): {opts.equivalence_variant} tested for "
+          f"equivalence with {opts.reference}, verdict and {100 * (1 - 2 * opts.alpha):g}% CI of the difference "
+          f"(equivalent: inside ±{opts.equivalence_margin:g}; different: beyond it; else inconclusive)."
+          if opts.equivalence_variant else "")
+    return (f"mean [{pct}% CI]; with 2+ seeds every interval holds the variance between training runs (seeds) "
+            f"and problems; † on a value: one training run, the interval covers problem sampling only. Δ rows: "
+            f"difference to {opts.reference}; * p < {opts.alpha:g} with at least {opts.min_seeds} seeds per arm; "
+            f"† fewer seeds than that: not tested.{eq}")
+
+
+def _equivalence_text(r) -> str:
+    """verdict [(1 - 2 alpha) CI]."""
+    if not r["eq_verdict"]:
+        return "-"
+    ci = "" if math.isnan(r["eq_ci_low"]) else f" [{fmt(r['eq_ci_low'], True)}, {fmt(r['eq_ci_high'], True)}]"
+    return f"{r['eq_verdict']}{ci}"
 
 
 def wide_rows(long: pd.DataFrame, label: str, opts: Options) -> tuple[list[str], list[list[str]], list[dict]]:
@@ -379,9 +513,14 @@ def wide_rows(long: pd.DataFrame, label: str, opts: Options) -> tuple[list[str],
             numeric.append(_numeric(model, variant, "value", tv, cols, "value", "ci_low", "ci_high", None))
             if tv["reference"].ne("").any():
                 text.append(["", f"Δ vs {opts.reference}"]
-                            + [_delta_text(tv.loc[c], opts.alpha) if c in tv.index else "-" for c in cols])
+                            + [_delta_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
                 numeric.append(_numeric(model, variant, "delta", tv, cols, "delta", "delta_ci_low",
                                         "delta_ci_high", "p_value"))
+            if tv["eq_verdict"].ne("").any():
+                text.append(["", f"≈ {opts.reference} (±{opts.equivalence_margin:g})"]
+                            + [_equivalence_text(tv.loc[c]) if c in tv.index else "-" for c in cols])
+                numeric.append(_numeric(model, variant, "equivalence", tv, cols, "delta", "eq_ci_low",
+                                        "eq_ci_high", None))
     return header, text, numeric
 
 
@@ -423,7 +562,7 @@ def df_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}", formats: dict[str, s
 
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("Δ", r"$\Delta$")):
+                 ("Δ", r"$\Delta$"), ("≈", r"$\approx$"), ("±", r"$\pm$"), ("†", r"$^{\dagger}$")):
         s = s.replace(a, b)
     return s
 
@@ -431,12 +570,14 @@ def _tex(s: str) -> str:
 def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str) -> str:
     """booktabs table; a CI prints small after its value; a midrule before each model (a row naming one)."""
     def cell(x: str) -> str:
-        x = _tex(str(x))
+        x, mark = str(x), ""
+        if x[-1:] in (SIGNIFICANT_MARK, UNTESTED_MARK):
+            x, mark = x[:-1], {SIGNIFICANT_MARK: "$^{*}$", UNTESTED_MARK: "$^{\\dagger}$"}[x[-1]]
+        x = _tex(x)
         if " [" in x:
             v, ci = x.split(" [", 1)
-            star = "$^{*}$" if ci.endswith("*") else ""
-            x = f"{v}{star}\\,{{\\scriptsize[{ci.rstrip('*')}}}"
-        return x
+            return f"{v}{mark}\\,{{\\scriptsize[{ci}}}"
+        return x + mark
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
              r"\toprule", " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
     for i, r in enumerate(rows):
@@ -512,11 +653,13 @@ def training_curve_data(train: pd.DataFrame, summary: pd.DataFrame, cells: pd.Da
 
 
 def version_checks(evals: Sequence[dict]) -> pd.DataFrame:
-    """Library versions, task versions and git hashes across evaluations; `flag` where cells disagree."""
+    """Library versions, task versions, git hashes and machines (CPU, instruction set, torch's kernel level and
+    threads: what decides bit-for-bit repeatability) across evaluations; `flag` where cells disagree."""
     seen: dict[tuple[str, str], dict[str, set]] = {}
     for e in evals:
         for kind, d in (("library", e.get("versions", {})), ("task", e.get("task_versions", {})),
-                        ("git", {"commit": e["git_hash"]} if e.get("git_hash") else {})):
+                        ("git", {"commit": e["git_hash"]} if e.get("git_hash") else {}),
+                        ("machine", e.get("machine", {}))):
             for name, ver in d.items():
                 seen.setdefault((kind, name), {}).setdefault(str(ver), set()).add(e["cell_id"])
     out = []
