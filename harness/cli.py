@@ -102,6 +102,9 @@ def _target(cmd: str, args: list[str]) -> tuple[str | None, str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.core.io import quiet_progress_unless_terminal
+
+    quiet_progress_unless_terminal()  # before transformers / lm-eval import tqdm
     from harness.core.config import ConfigError, load_config
 
     argv = list(sys.argv[1:] if argv is None else argv)

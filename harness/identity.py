@@ -85,3 +85,15 @@ def markdown_table() -> str:
         for key, (listed, why) in sorted(keys.items(), key=lambda kv: (not kv[1][0], kv[0])):
             rows.append(f"| {config} | `{key}` | {'yes' if listed else 'no'} | {why.replace('|', '/')} |")
     return "\n".join(rows)
+
+
+def write_docs(path: Path) -> None:
+    """Rewrite the table between the identity-table markers of docs/runner.md."""
+    text = path.read_text()
+    start = text.index("\n", text.index("<!-- identity table")) + 1
+    end = text.index("<!-- end identity table -->")
+    path.write_text(text[:start] + markdown_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    write_docs(Path(__file__).resolve().parents[1] / "docs" / "runner.md")

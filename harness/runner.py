@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
-from harness.core.io import REPO_ROOT, atomic_write_json, provenance
+from harness.core.io import QUIET_PROGRESS_ENV, REPO_ROOT, atomic_write_json, provenance
 from harness.core.status import cell_state, read_status, this_process, write_status
 from harness.identity import digest, identity
 
@@ -130,8 +130,8 @@ def train_overrides_for(cell: Cell, out_dir: Path | None = None) -> list[str]:
           f"data={cell.data}", f"seed={cell.seed}", *cell.train_overrides]
     if cell.eval_every:
         ov.append(f"trainer.save_steps={cell.eval_every}")
-    if out_dir is not None:
-        ov.append(f"out={out_dir}")
+    if out_dir is not None:  # where it runs, and its name and group in TensorBoard / W&B (none change the weights)
+        ov += [f"out={out_dir}", f"log.run_name={cell.cell_id}", f"log.group={cell.grid}"]
     return ov
 
 
@@ -443,7 +443,7 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
     jobs = max(1, int(cfg.jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", **QUIET_PROGRESS_ENV}  # cells write to log.txt: no progress bars
     queue, running, failed = list(todo), {}, []
     bar = tqdm(total=len(todo), desc=f"grid {cfg.grid.name}", unit="cell", mininterval=1.0,
                disable=None)  # no bar when the output is not a terminal; the done/FAILED lines stay
@@ -531,4 +531,7 @@ def status_main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    from harness.core.io import quiet_progress_unless_terminal
+
+    quiet_progress_unless_terminal()
     run_cell(sys.argv[1])

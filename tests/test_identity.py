@@ -46,7 +46,7 @@ def test_no_listed_key_is_stale(keys):
 
 def test_docs_table_is_the_data():
     doc = (REPO_ROOT / "docs" / "runner.md").read_text()
-    assert markdown_table() in doc, "docs/runner.md: paste harness.identity.markdown_table() (see its section)"
+    assert markdown_table() in doc, "docs/runner.md's table is not harness/identity.yaml's: python -m harness.identity"
 
 
 def mini(*overrides):

@@ -8,7 +8,8 @@ What is overridden (everything else, including the training loop, generation and
   task rewards are all equal are dropped and new prompts are generated (up to `max_num_gen_batches` generation
   batches) until the batch is full. `filter_groups` is the pure decision.
 - `_calculate_rewards`: only records the per-function rewards so the filter can read the task reward.
-- `log`: writes one line per optimiser step to `metrics.jsonl`.
+- `log`: writes one line per optimiser step to `metrics.jsonl` and passes the same numbers to TRL's `report_to`
+  (TensorBoard, W&B) as `dapo/<key>`.
 
 Deviations, stated plainly:
 - If the batch is still not full after `max_num_gen_batches` generation batches, it is filled with the most
@@ -145,6 +146,16 @@ def concat_batches(parts: list[dict], pad_id: int) -> dict:
         else:
             raise NotImplementedError(f"dynamic sampling cannot merge batch field {k!r} (text-only models)")
     return out
+
+
+REPORTED_ELSEWHERE = ("step", "loss", "grad_norm", "learning_rate")  # the step is the log's own; TRL logs the rest
+
+
+def dapo_logs(row: dict) -> dict[str, float]:
+    """The metrics.jsonl row as report_to scalars: `dapo/<key>`, numbers only (an undefined value, None in the row,
+    is left out rather than logged as a fake number)."""
+    return {f"dapo/{k}": v for k, v in row.items()
+            if k not in REPORTED_ELSEWHERE and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class DAPOTrainer(GRPOTrainer):
@@ -335,8 +346,11 @@ class DAPOTrainer(GRPOTrainer):
         return {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in row.items()}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """metrics.jsonl gets the step's row; TRL's report_to (TensorBoard, W&B) gets its numbers too, as `dapo/<key>`
+        (TensorBoard shows them as train/dapo/<key>), beside TRL's own metrics."""
         if self.model.training and "loss" in logs and self._step_stats:
             row = self.step_metrics(logs)
             if self.dapo.metrics_path and self.accelerator.is_main_process:
                 append_jsonl(Path(self.dapo.metrics_path), row)
+            logs = {**logs, **dapo_logs(row)}
         super().log(logs, start_time)

@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from harness.core.config import ConfigError, require_choice, to_dict
 from harness.core import rundir
-from harness.core.io import REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, provenance, read_jsonl
+from harness.core.io import (REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, progress_bars,
+                             provenance, read_jsonl)
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -87,6 +88,7 @@ class Plan:
     reward: Callable
     grad_accum: int
     steps_per_generation: int
+    log: dict  # run_name, group, project (configs/train.yaml `log`)
 
 
 def import_path(spec: str, what: str) -> Callable:
@@ -141,6 +143,10 @@ def validate(cfg) -> Plan:
         raise ConfigError(f"trainer.save_steps={spec.save_steps} must be >= 0 (0 = no intermediate checkpoints)")
     require_choice(spec.scale_rewards, ("group", "batch", "none"), "trainer.scale_rewards")
     require_choice(spec.report_to, ("none", "tensorboard", "wandb", "trackio"), "trainer.report_to")
+    if spec.report_to != "none" and importlib.util.find_spec(spec.report_to) is None:
+        raise ConfigError(f"trainer.report_to={spec.report_to} needs the {spec.report_to} package (pip install "
+                          f"{spec.report_to}; tensorboard and wandb come with pip install -e '.[log]'), "
+                          "or pass trainer.report_to=none")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if spec.prompts_per_rollout % spec.prompts_per_update:
         raise ConfigError(f"trainer.prompts_per_rollout={spec.prompts_per_rollout} must be a multiple of "
@@ -177,7 +183,8 @@ def validate(cfg) -> Plan:
     data = c["data"]
     loader = import_path(data.get("loader"), "data.loader")
     reward = import_path(data.get("reward"), "data.reward")
-    return Plan(Path(c["out"]), spec, dapo, model, loader, reward, grad_accum, steps_per_generation)
+    return Plan(Path(c["out"]), spec, dapo, model, loader, reward, grad_accum, steps_per_generation,
+                dict(c.get("log") or {}))
 
 
 def _is_local(path: str) -> bool:
@@ -265,7 +272,8 @@ def grpo_args(plan: Plan, seed: int):
         save_total_limit=s.save_total_limit,
         logging_steps=1,
         report_to=[] if s.report_to == "none" else [s.report_to],
-        disable_tqdm=True,
+        run_name=plan.log.get("run_name") or plan.out.name,
+        disable_tqdm=not progress_bars(),  # a bar on a terminal; in a log file one line of metrics per step
         log_completions=False,
         dataloader_num_workers=0,
     )
@@ -291,6 +299,18 @@ def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | Non
     atomic_write_text(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(out / rundir.PROVENANCE, provenance(config_sha256=rundir.config_sha256(out), resumed_from=ckpt))
     return ckpt
+
+
+def _logging_env(plan: Plan) -> None:
+    """Where TRL's report_to writes: TensorBoard event files in <out>/tensorboard/, W&B files under <out>/wandb/ in
+    the run's group and project (transformers' callbacks read these variables when the trainer is built)."""
+    if plan.spec.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(plan.out / "tensorboard")
+    if plan.spec.report_to == "wandb":
+        os.environ["WANDB_DIR"] = str(plan.out)
+        os.environ.setdefault("WANDB_PROJECT", str(plan.log.get("project") or "entropy-harness"))
+        if plan.log.get("group"):
+            os.environ["WANDB_RUN_GROUP"] = str(plan.log["group"])
 
 
 def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None, args=None):
@@ -326,6 +346,7 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
         if s.overlong_buffer:
             reward_funcs.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
     plan.dapo.metrics_path = str(out / "metrics.jsonl")
+    _logging_env(plan)
     return DAPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                        processing_class=tokenizer, dapo=plan.dapo)
 

@@ -160,3 +160,24 @@ def provenance(config: Any = None, **extra: Any) -> dict:
         **({"config": config} if config is not None else {}),
         **extra,
     }
+
+
+# Progress bars (tqdm: transformers' Trainer and model loading, lm-eval's generation, datasets) are for a person at a
+# terminal; in log files and CI they are noise. tqdm reads TQDM_DISABLE when it is imported.
+QUIET_PROGRESS_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+
+
+def quiet_progress_unless_terminal() -> None:
+    """Turn the libraries' progress bars off unless stderr is a terminal (call before they are imported)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        for k, v in QUIET_PROGRESS_ENV.items():
+            os.environ.setdefault(k, v)
+
+
+def progress_bars() -> bool:
+    """Whether this process shows progress bars: stderr is a terminal and TQDM_DISABLE is not set."""
+    import sys
+
+    return sys.stderr.isatty() and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from harness.core.io import progress_bars
 from harness.core.rundir import model_dir
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def _recording_generate_until(base_generate_until, lm, requests, disable_tqdm):
     """Run lm-eval's generate_until while `lm` records (text, n_tokens, ended) per response; pair afterwards.
     Recording problems never affect the responses: they only leave the records empty (-> re-encoding)."""
     lm._harness_decoded = []
-    try:
-        res = base_generate_until(requests, disable_tqdm=disable_tqdm)
+    try:  # lm-eval draws its bar unless told not to: none when the output is not a terminal (a log file, CI)
+        res = base_generate_until(requests, disable_tqdm=disable_tqdm or not progress_bars())
         try:
             eos_text = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
             pair_records(requests, res, lm._harness_decoded, eos_text, lm.max_gen_toks,
