@@ -8,9 +8,9 @@ problem, then averaged over problems, and its 95% confidence interval is a perce
 - pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) from n samples with c correct (Chen et al. 2021),
   for k <= n.
 - maj@k: the most frequent extracted answer among the first k samples is correct (samples without an answer do
-  not vote; ties go to the answer seen first). Answers are grouped by their normalised text
-  (`harness.core.scoring.normalize_answer`), so two equivalent answers written differently vote separately: a
-  stated simplification (maj@k is not in the paper).
+  not vote; ties go to the answer seen first). Answers are grouped by their canonical spelling
+  (`harness.core.answers.answer_key`), so two equivalent answers written differently (0.5 and \\frac{1}{2})
+  vote separately: a stated simplification (maj@k is not in the paper).
 - len@k: mean response length in tokens (the paper's Len@16).
 - truncated, no_answer: shares of samples cut at the generation limit and of samples with no extractable answer.
 Rates are in percent, lengths in tokens.
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.core.scoring import normalize_answer
+from harness.core.answers import answer_key
 
 
 def pass_at_k_curve(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray, k_max: int) -> np.ndarray:
@@ -49,7 +49,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def majority_correct(extracted: Sequence[str | None], correct: Sequence[bool]) -> bool:
     """True when the most frequent answer (by normalised text, ties: first seen) is a correct one."""
-    keys = [None if e is None else normalize_answer(e) for e in extracted]
+    keys = [None if e is None else answer_key(e) for e in extracted]
     votes = Counter(k for k in keys if k is not None)
     if not votes:
         return False

@@ -69,7 +69,7 @@ def test_concat_batches_repads():
         concat_batches([{**a, "pixel": {"x": 1}}, {**b, "pixel": {"x": 1}}], 0)
 
 
-def test_math_reward_uses_math_verify():
+def test_math_reward_uses_the_answer_checker():
     got = math_reward(["so \\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{3}", "no box", "\\boxed{"],
                       ["0.5", "\\frac12", "4", "1", "1"])
     assert got == [1.0, 1.0, 0.0, 0.0, 0.0]

@@ -1,9 +1,9 @@
 """Reward functions in TRL's signature: `reward(completions, answer, **kw) -> list[float]`.
 
 - `math_reward`: 1.0 if the last `\\boxed{}` of the completion is mathematically equivalent to the reference
-  answer, else 0.0 (`harness.core.scoring.score_math`: math-verify in worker processes with an outer timeout, so no
-  completion can hang or crash scoring). As in the paper (DAPO's rule reward, but 1/0 rather than DAPO's +1/-1;
-  the group-normalised advantage is the same for both).
+  answer, else 0.0 (`harness.core.scoring.score_math`: harness.core.equivalence in worker processes with CPU
+  budgets, so no completion can hang or crash scoring). As in the paper (DAPO's rule reward, but 1/0 rather
+  than DAPO's +1/-1; the group-normalised advantage is the same for both).
 - `overlong_penalty` / `overlong_reward`: DAPO's soft overlong punishment (DAPO paper Eq. 13): 0 up to
   `max_len - buffer` tokens, then a linear ramp to `-factor` at `max_len`; `-factor` beyond.
 - `digit_fraction_reward`: the fraction of characters of the completion that are digits. A continuous toy
@@ -24,7 +24,8 @@ def _text(completion: Any) -> str:
 
 
 def math_reward(completions: list, answer: list, timeout_s: float = 5.0, **kw) -> list[float]:
-    """1.0 when the last \\boxed{} answer equals `answer` (math-verify), else 0.0; never raises on model output."""
+    """1.0 when the last \\boxed{} answer is equivalent to `answer` (harness.core.equivalence), else 0.0; never
+    raises on model output."""
     from harness.core.scoring import score_math
 
     scores = score_math([_text(c) for c in completions], [str(a) for a in answer], timeout_s=timeout_s)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
-_LIBS = ("torch", "transformers", "trl", "lm_eval", "math-verify", "hydra-core", "tokenizers",
+_LIBS = ("torch", "transformers", "trl", "lm_eval", "math-verify", "latex2sympy2_extended", "hydra-core", "tokenizers",
          "accelerate", "vllm", "deepspeed", "pandas", "entropy-harness")
 
 

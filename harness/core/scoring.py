@@ -1,28 +1,23 @@
-"""Answer checking for math: the last `\\boxed{}` of a response, checked against the gold with math-verify.
+"""Answer checking for math: the last `\\boxed{}` of a response against the gold, in worker processes.
 
 `score_math(responses, golds)` returns one `Score` per response and never hangs or raises on model output:
 
-1. `extract_boxed(response)` takes the content of the LAST `\\boxed{...}` (or `\\fbox{...}`, or `\\boxed 5`)
-   in the parent process (a linear scan; a megabyte of text costs milliseconds). No box -> status
-   "no_answer", scored wrong. An answer longer than `MAX_ANSWER_CHARS` is not parsed: status "error", wrong.
-2. In a worker process, gold and answer are each parsed with math-verify as `\\boxed{...}` and compared with
-   `math_verify.verify`. Fallback (documented deviation): if math-verify does not find them equal, the two
-   strings are compared after a light normalisation (`normalize_answer`: spaces, `$`, `\\left/\\right`,
-   `\\text{}`, `^\\circ`, a trailing period), so answers sympy cannot parse (text, descriptions of functions)
-   are still matched when written the same way as the gold. Shortcuts that give math-verify's verdict without
-   sympy: equal normalised strings, and two plain decimal numbers (equal, or differing by > 1e-4 relative);
-   after parsing, two constant expressions whose numeric values differ by > 1e-4 relative are "different"
-   without math-verify's simplify (closer calls, percentages and degrees go to math-verify), and so are a
-   number and an expression in variables that takes different values at two fixed points (it cannot be a
-   constant in disguise such as sin^2 x + cos^2 x). Identical
-   (answer, gold) pairs in one call are checked once; parses are cached per worker.
-3. Each sample has a wall-clock budget of `timeout_s`, enforced twice: an interval timer inside the worker
-   (math-verify's own SIGALRM timeouts are switched off; they fail outside the main thread), and, for hangs in
-   C code that no signal interrupts (e.g. a huge integer power), the parent kills the worker after
-   `timeout_s + KILL_GRACE_S`, marks the sample "timeout" and restarts the worker. A sample that raises is
-   scored wrong with status "error", and so is one whose value could exceed 2**MAX_VALUE_BITS (a power tower
-   such as 2^{2^{2^{2^{2^2}}}} or (10^{10})!, bounded from the parsed tree by `value_bits` without evaluating
-   it): sympy would otherwise spend the whole timeout on it. Statuses are counted by the caller (metrics: `no_answer`).
+1. `extract_boxed(response)` takes the content of the LAST `\\boxed{...}` (or `\\fbox{...}`, or `\\boxed 5`) in
+   the parent process (a linear scan; a megabyte of text costs milliseconds). No box -> status "no_answer".
+2. In a worker process, `harness.core.equivalence.equivalent(answer, gold)` decides (its docstring has the
+   rules: one spelling per answer, the structure of several answers, tuples, intervals, units, exact numbers,
+   numeric identity of expressions; nothing is simplified or expanded). An answer refused by its guards (too
+   long, too deep, a value over 2^100000, ...) is wrong with status "error" and the reason in `Score.reason`.
+   Identical (answer, gold) pairs in one call are checked once; parses are cached per worker.
+3. Each sample has a budget of `timeout_s` seconds of the worker's CPU time (an interval timer on CPU time, so
+   the verdict does not depend on how loaded the machine is). A worker hung in C code that no signal
+   interrupts is killed by the parent once it has used `timeout_s + KILL_GRACE_S` CPU seconds on one sample (or
+   after `WALL_FACTOR` times that in wall time, for a stopped process), and replaced. Every sample that timed
+   out is tried once more, alone, with the full budget; if it times out again its status is "timeout" (wrong),
+   and `Score.retried` says it was retried. Statuses are counted by the caller (results: `status_counts`).
+4. Memory: each worker's address space is capped at `WORKER_MEMORY_MB` (an allocation beyond it fails, the sample
+   is "error"), and a worker whose resident memory passed `WORKER_RECYCLE_MB` (caches) is replaced after its
+   current sample. `ScoringPool.peak_rss_mb()` reports the largest resident size a worker reached.
 
 Workers are a persistent pool of `python -m harness.core.scoring` processes (started once per calling process,
 about a second; restarted only after a kill), so the trainer can call `score_math` once per batch without
@@ -30,13 +25,12 @@ process start-up. `workers=0` scores in the calling process (main thread only; n
 C-level hangs): for debugging. The pool is not thread-safe: call `score_math` from one thread.
 
 Deviation from the paper: the paper checks "mathematical equivalence" of the last \\boxed{} without naming a
-checker; the released code uses verl's math_dapo string normaliser. math-verify accepts more equivalent forms
-(e.g. 0.5 vs \\frac{1}{2}); the string fallback keeps everything an exact-match checker would accept.
+checker; the released code uses verl's math_dapo string normaliser. harness.core.equivalence accepts the
+equivalent forms listed there and nothing an exact-match checker would reject as different numbers.
 """
 from __future__ import annotations
 
 import atexit
-import math
 import os
 import re
 import signal
@@ -44,24 +38,30 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 
-MAX_ANSWER_CHARS = 2_000  # a boxed answer longer than this is not parsed (scored wrong, status "error")
-KILL_GRACE_S = 1.0  # the parent kills a worker that has not answered within timeout_s + this
+from harness.core.answers import MAX_CHARS
+
+KILL_GRACE_S = 1.0  # the parent kills a worker that used timeout_s + this CPU seconds on one sample
+WALL_FACTOR = 10.0  # ... or that made no progress for this many times (timeout_s + KILL_GRACE_S) of wall time
 CHUNK = 32  # at most this many samples per message to a worker
+WORKER_MEMORY_MB = 3072  # address-space cap of a worker (RLIMIT_AS); its baseline is ~0.5 GB of mappings
+WORKER_RECYCLE_MB = 700  # a worker whose resident memory passed this is replaced after its current sample
 STATUSES = ("ok", "no_answer", "timeout", "error")
 
 
 @dataclass(frozen=True)
 class Score:
-    """The verdict on one response. `extracted` is the answer as written (None when none was found)."""
+    """The verdict on one response. `extracted` is the answer as written (None when none was found); `reason`
+    says why a sample is "error" or "timeout"; `retried`: it timed out once and was checked again."""
     correct: bool
     extracted: str | None
     status: str  # one of STATUSES
+    reason: str = ""
+    retried: bool = False
 
 
-# ---------------------------------------------------------------- extraction and normalisation (pure)
+# ---------------------------------------------------------------- extraction (pure)
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 
@@ -94,191 +94,68 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-_TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|textit|mathbf)\s*\{([^{}]*)\}")
-
-
-def normalize_answer(s: str) -> str:
-    """Light string normalisation for the fallback comparison (never used to declare two answers different)."""
-    s = str(s).strip()
-    s = _TEXT_RE.sub(r"\1", s)
-    for a, b in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", ""),
-                 ("^{\\circ}", ""), ("^\\circ", ""), ("\\circ", ""), ("$", ""), ("\\dfrac", "\\frac"),
-                 ("\\tfrac", "\\frac"), ("\\%", ""), ("%", "")):
-        s = s.replace(a, b)
-    s = re.sub(r"\s+", "", s)
-    return s.rstrip(".")  # case is kept: x and X, e and E can be different answers
-
-
 def _clean_gold(gold: str) -> str:
     g = str(gold).strip()
     inner = extract_boxed(g)
-    if inner is not None:
-        g = inner
-    return g.replace("$", "").strip()
+    return (inner if inner is not None else g).strip()
 
 
 # ---------------------------------------------------------------- one sample (runs in a worker)
 
 class _SampleTimeout(BaseException):
-    """Raised by the interval timer; a BaseException so math-verify's `except Exception` cannot swallow it."""
+    """Raised by the CPU-time timer; a BaseException so no `except Exception` in a library can swallow it."""
 
 
-def _on_alarm(signum, frame):  # noqa: ARG001
+def _on_timer(signum, frame):  # noqa: ARG001
     raise _SampleTimeout()
 
 
-MAX_VALUE_BITS = 1e6  # an expression whose value may exceed 2**(this) is not evaluated (power towers)
+def _check(answer: str, gold: str, timeout_s: float) -> tuple[bool, str, str]:
+    """(correct, status, reason) for one extracted answer, within `timeout_s` seconds of this process's CPU time."""
+    from harness.core.equivalence import Rejected, equivalent
 
-
-class _TooBig(Exception):
-    pass
-
-
-def value_bits(e) -> float:
-    """An upper bound of log2|value| of a parsed sympy expression, from its tree and without evaluating it
-    (inf when over 2**60 bits). Symbols count as 0 bits: only numeric growth is bounded."""
-    import sympy
-
-    if isinstance(e, sympy.Integer):
-        return float(abs(int(e)).bit_length())
-    if isinstance(e, sympy.Rational):
-        return float(max(abs(e.p).bit_length(), e.q.bit_length()))
-    if isinstance(e, sympy.Number) or not isinstance(e, sympy.Basic) or not e.args:
-        return 64.0 if isinstance(e, sympy.Number) else 0.0
-    if isinstance(e, (sympy.Pow, sympy.exp)):
-        base, ex = (e.base, e.exp) if isinstance(e, sympy.Pow) else (sympy.E, e.args[0])
-        x = value_bits(ex)
-        if x > 60:
-            return math.inf
-        b = value_bits(base)
-        if base.free_symbols:
-            return b + x + 1  # x**(big) stays symbolic: sympy does not expand it
-        return max(b, 2.0) * 2.0 ** x
-    if isinstance(e, sympy.factorial):
-        x = value_bits(e.args[0])
-        return math.inf if x > 60 else 2.0 ** x * (x + 1)
-    return sum(value_bits(a) for a in e.args) + 1.0
-
-
-@lru_cache(maxsize=8192)
-def _parse(text: str) -> tuple:
-    """math-verify's parse of `\\boxed{text}`, cached per worker (golds repeat k times; answers repeat too).
-    math-verify's own cache holds 20 entries."""
-    from math_verify import LatexExtractionConfig, parse
-
-    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
-    return tuple(parse("\\boxed{" + text + "}", extraction_config=cfg, parsing_timeout=None))
-
-
-def _clearly_different_numbers(g: tuple, p: tuple, raw: str) -> bool:
-    """Both sides a single plain number (no symbols, sets, relations; no % or degrees in the text) whose values
-    differ by more than 1e-4 relative: math-verify would say "different" too, after a slow simplify."""
-    import sympy
-
-    if "%" in raw or "circ" in raw:
-        return False
-    a, b = g[0] if g else None, p[0] if p else None
-    if not all(isinstance(x, sympy.Expr) and x.is_number and not isinstance(x, (sympy.Tuple, sympy.Set))
-               for x in (a, b)):
-        return False
+    old = signal.signal(signal.SIGPROF, _on_timer)
+    signal.setitimer(signal.ITIMER_PROF, timeout_s)
     try:
-        x, y = complex(sympy.N(a, 20)), complex(sympy.N(b, 20))
-    except Exception:  # noqa: BLE001 - no shortcut; math-verify decides
-        return False
-    if any(map(math.isnan, (x.real, x.imag, y.real, y.imag))):
-        return False
-    return abs(x - y) > 1e-4 * max(1.0, abs(x))
-
-
-def _varies(e) -> bool:
-    """True when the expression `e` (with free symbols) takes clearly different values at two fixed points:
-    it is not a constant in disguise (like sin(x)^2 + cos(x)^2), so it cannot equal a number."""
-    symbols = sorted(e.free_symbols, key=str)
-    try:
-        v1 = complex(e.evalf(15, subs={s: 0.5 + 0.1 * i for i, s in enumerate(symbols)}))
-        v2 = complex(e.evalf(15, subs={s: 1.7 + 0.13 * i for i, s in enumerate(symbols)}))
-    except Exception:  # noqa: BLE001 - sympy raises many types here (e.g. floor at a float); then no shortcut
-        return False
-    if any(map(math.isnan, (v1.real, v1.imag, v2.real, v2.imag))) or math.inf in (abs(v1), abs(v2)):
-        return False
-    return abs(v1 - v2) > 1e-6 * max(1.0, abs(v1))
-
-
-def _number_vs_function(g: tuple, p: tuple) -> bool:
-    """One side a plain number, the other an expression in variables that varies: math-verify's verdict is
-    "different" (after a slow simplify of their difference)."""
-    import sympy
-
-    a, b = g[0] if g else None, p[0] if p else None
-    if not all(isinstance(x, sympy.Expr) and not isinstance(x, (sympy.Tuple, sympy.Set)) for x in (a, b)):
-        return False
-    if a.is_number == b.is_number:
-        return False
-    return _varies(b if a.is_number else a)
-
-
-def _verify(answer: str, gold: str) -> bool:
-    import sympy
-    from math_verify import verify
-
-    g, p = _parse(gold), _parse(answer)
-    if any(isinstance(x, sympy.Basic) and value_bits(x) > MAX_VALUE_BITS for x in [*g, *p]):
-        raise _TooBig()
-    if not (g and p):
-        return False
-    if _clearly_different_numbers(g, p, gold + answer) or _number_vs_function(g, p):
-        return False
-    return bool(verify(list(g), list(p), timeout_seconds=None))
-
-
-_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
-_THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
-
-
-def _fast_verdict(answer: str, gold: str) -> bool | None:
-    """Verdicts that need no sympy: equal normalised strings, or two plain decimal numbers that are equal or
-    clearly different (relative difference > 1e-4; closer calls go to math-verify). None = undecided."""
-    a, g = normalize_answer(answer), normalize_answer(gold)
-    if a and a == g:
-        return True
-    a, g = _THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), a), _THOUSANDS_RE.sub(
-        lambda m: m.group(0).replace(",", ""), g)  # 1,000 -> 1000, but a list 27,54 stays a list
-    if _NUMBER_RE.fullmatch(a) and _NUMBER_RE.fullmatch(g):
-        x, y = float(a), float(g)
-        if x == y:
-            return True
-        if abs(x - y) > 1e-4 * max(1.0, abs(y)):
-            return False
-    return None
-
-
-def _check(answer: str, gold: str, timeout_s: float) -> tuple[bool, str]:
-    """(correct, status) for one extracted answer; bounded by an interval timer of `timeout_s` seconds."""
-    fast = _fast_verdict(answer, gold)
-    if fast is not None:
-        return fast, "ok"
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
-    try:
-        return _verify(answer, gold), "ok"
+        return equivalent(answer, gold), "ok", ""
     except _SampleTimeout:
-        return False, "timeout"
-    except _TooBig:
-        return False, "error"
-    except Exception:  # noqa: BLE001 - any failure on model output is a wrong answer, counted
-        return False, "error"
+        return False, "timeout", f"over {timeout_s:g} s of CPU time"
+    except Rejected as e:
+        return False, "error", f"refused: {e}"
+    except MemoryError:
+        raise
+    except RecursionError:
+        return False, "error", "recursion too deep"
+    except Exception as e:  # noqa: BLE001 - any failure on model output is a wrong answer, counted
+        return False, "error", f"{type(e).__name__}"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _worker(conn_in: Connection, conn_out: Connection) -> None:
-    """Worker loop: receive (timeout_s, [(index, answer, gold), ...]), send (index, correct, status) per item."""
+    """Worker loop: receive (timeout_s, [(index, answer, gold), ...]), send (index, correct, status, reason) per
+    item; ("bye", reason) before exiting on its own (memory)."""
     import logging
+    import resource
 
-    import math_verify  # noqa: F401 - import once, before the first timed sample
+    from harness.core.equivalence import equivalent
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled" warnings: we time out here
+    equivalent("x^{2}+\\frac{1}{2}", "\\sqrt{2}x")  # import sympy and warm the parser before the first timed sample
+
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_MB * 2**20, WORKER_MEMORY_MB * 2**20))
+    except (ValueError, OSError):  # a lower hard limit already set: keep it
+        pass
+    logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     conn_out.send("ready")
     while True:
@@ -290,8 +167,16 @@ def _worker(conn_in: Connection, conn_out: Connection) -> None:
             return
         timeout_s, items = msg
         for idx, answer, gold in items:
-            correct, status = _check(answer, gold, timeout_s)
-            conn_out.send((idx, correct, status))
+            try:
+                correct, status, reason = _check(answer, gold, timeout_s)
+            except MemoryError:
+                conn_out.send((idx, False, "error", f"over {WORKER_MEMORY_MB} MB of memory"))
+                conn_out.send(("bye", "memory"))
+                return
+            conn_out.send((idx, correct, status, reason))
+            if _rss_mb() > WORKER_RECYCLE_MB:
+                conn_out.send(("bye", "recycle"))
+                return
 
 
 # ---------------------------------------------------------------- the pool
@@ -334,34 +219,75 @@ class _Worker:
         self.kill()
 
 
-class ScoringPool:
-    """A fixed set of worker processes with per-sample outer timeouts; dead or hung workers are replaced."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc); 0.0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
-    def __init__(self, workers: int):
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident memory) of a live process in MB; 0.0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+class ScoringPool:
+    """A fixed set of worker processes with per-sample CPU-time budgets; dead or hung workers are replaced."""
+
+    def __init__(self, workers: int, wall_factor: float = WALL_FACTOR):
         if workers < 1:
             raise ValueError(f"ScoringPool needs at least one worker, got {workers}")
         self.size = workers
+        self.wall_factor = wall_factor
         self._workers = [_Worker() for _ in range(workers)]
+        self._peak_mb = 0.0  # largest VmHWM of the workers replaced so far
+        self.replaced = 0  # workers killed or recycled
 
     def close(self) -> None:
         for w in self._workers:
+            self._note_peak(w)
             w.close()
 
-    def run(self, items: list[tuple[int, str, str]], timeout_s: float) -> dict[int, tuple[bool, str]]:
-        """Score (index, answer, gold) items; returns index -> (correct, status). Never raises on item content."""
-        size = max(1, min(CHUNK, -(-len(items) // (4 * self.size))))  # small batches still use every worker
+    def peak_rss_mb(self) -> float:
+        """The largest resident memory (MB) any worker of this pool reached, live or replaced."""
+        return max([self._peak_mb, *(_peak_rss_mb(w.proc.pid) for w in self._workers)])
+
+    def _note_peak(self, worker) -> None:
+        self._peak_mb = max(self._peak_mb, _peak_rss_mb(worker.proc.pid))
+
+    def run(self, items: list[tuple[int, str, str]], timeout_s: float) -> dict[int, tuple[bool, str, str, bool]]:
+        """Score (index, answer, gold) items; returns index -> (correct, status, reason, retried). Samples that
+        time out are run again, one by one, with the full budget. Never raises on item content."""
+        out = {i: (*v, False) for i, v in self._run(items, timeout_s, CHUNK).items()}
+        again = [it for it in items if out[it[0]][1] == "timeout"]
+        if again:
+            out.update({i: (*v, True) for i, v in self._run(again, timeout_s, 1).items()})
+        return out
+
+    def _run(self, items, timeout_s: float, chunk: int) -> dict[int, tuple[bool, str, str]]:
+        size = max(1, min(chunk, -(-len(items) // (4 * self.size))))  # small batches still use every worker
         queue = [items[i:i + size] for i in range(0, len(items), size)]
         queue.reverse()  # pop() from the end = first chunk first
         pending: dict[int, list[tuple[int, str, str]]] = {}  # worker -> items sent and not yet answered
-        last: dict[int, float] = {}  # worker -> time of its last progress
-        out: dict[int, tuple[bool, str]] = {}
-        deadline = timeout_s + KILL_GRACE_S
+        since: dict[int, tuple[float, float]] = {}  # worker -> (wall time, its CPU seconds) at its last progress
+        out: dict[int, tuple[bool, str, str]] = {}
+        cpu_limit = timeout_s + KILL_GRACE_S
         while queue or pending:
             for w, worker in enumerate(self._workers):
                 if w not in pending and queue and worker.ready:
-                    chunk = queue.pop()
-                    worker.send_conn.send((timeout_s, chunk))
-                    pending[w], last[w] = list(chunk), time.monotonic()
+                    part = queue.pop()
+                    worker.send_conn.send((timeout_s, part))
+                    pending[w], since[w] = list(part), (time.monotonic(), _cpu_seconds(worker.proc.pid))
             by_conn = {wk.recv_conn: w for w, wk in enumerate(self._workers) if w in pending or not wk.ready}
             for c in wait(list(by_conn), timeout=0.05):
                 w = by_conn[c]
@@ -371,33 +297,48 @@ class ScoringPool:
                         msg = c.recv()
                         if msg == "ready":
                             worker.ready = True
-                            continue
-                        idx, correct, status = msg
-                        out[idx] = (correct, status)
-                        pending[w] = [it for it in pending[w] if it[0] != idx]
-                        last[w] = time.monotonic()
-                except (EOFError, OSError):  # the worker died (e.g. out of memory): its current item is an error
-                    self._fail(w, pending, queue, out, "error")
+                        elif msg[0] == "bye":  # the worker leaves on its own (memory): replace it, requeue the rest
+                            self._replace(w, pending, queue)
+                            break
+                        else:
+                            idx, correct, status, reason = msg
+                            out[idx] = (correct, status, reason)
+                            pending[w] = [it for it in pending[w] if it[0] != idx]
+                            since[w] = (time.monotonic(), _cpu_seconds(worker.proc.pid))
+                except (EOFError, OSError):  # the worker died: its current item is an error
+                    self._fail(w, pending, queue, out, "error", "the worker process died")
                     continue
                 if w in pending and not pending[w]:
                     del pending[w]
             now = time.monotonic()
-            for w in [w for w in pending if now - last[w] > deadline]:
-                self._fail(w, pending, queue, out, "timeout")  # hung where no signal reaches (C code)
+            for w in list(pending):
+                wall0, cpu0 = since[w]
+                cpu = _cpu_seconds(self._workers[w].proc.pid) - cpu0
+                if cpu > cpu_limit or now - wall0 > self.wall_factor * cpu_limit:  # hung where no signal reaches
+                    self._fail(w, pending, queue, out, "timeout",
+                               f"killed after {cpu:.1f} s CPU / {now - wall0:.1f} s wall on one sample")
             if not any(wk.ready for wk in self._workers) and any(wk.proc.poll() is not None for wk in self._workers):
                 raise RuntimeError("harness.core.scoring: worker processes exit at start-up; run "
                                    f"`{sys.executable} -m harness.core.scoring 0 1` to see why")
         return out
 
-    def _fail(self, w, pending, queue, out, status) -> None:
-        """Replace worker w: its current item gets `status`, the rest of its chunk is queued again."""
+    def _replace(self, w, pending, queue) -> None:
+        """Replace worker w; the items it has not answered are queued again."""
         items = pending.pop(w, [])
+        self._note_peak(self._workers[w])
         self._workers[w].kill()
         self._workers[w] = _Worker()
+        self.replaced += 1
         if items:
-            out[items[0][0]] = (False, status)
-            if items[1:]:
-                queue.append(items[1:])
+            queue.append(items)
+
+    def _fail(self, w, pending, queue, out, status, reason) -> None:
+        """Replace worker w: its current item gets `status`, the rest of its chunk is queued again."""
+        items = pending.get(w, [])
+        if items:
+            out[items[0][0]] = (False, status, reason)
+            pending[w] = items[1:]
+        self._replace(w, pending, queue)
 
 
 _POOL: dict[str, ScoringPool] = {}  # the process-wide pool, created on first use, closed at exit
@@ -436,9 +377,10 @@ def default_workers() -> int:
 
 def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
                workers: int | None = None) -> list[Score]:
-    """Score `responses[i]` against `golds[i]` (the last \\boxed{} of the response, math-verify + fallback).
+    """Score `responses[i]` against `golds[i]` (the last \\boxed{} of the response; harness.core.equivalence).
 
-    `timeout_s` bounds each sample's wall-clock checking time; `workers` is the number of worker processes
+    `timeout_s` bounds each sample's checking time (CPU seconds of a worker; a sample that runs out is retried
+    once, see the module docstring); `workers` is the number of worker processes
     (default: the CPUs this process may use, at most 16; 0 = in this process). Never raises on the content
     of a response.
     """
@@ -455,20 +397,21 @@ def score_math(responses: list[str], golds: list[str], timeout_s: float = 5.0,
         extracted.append(ans)
         if ans is None:
             results[i] = Score(False, None, "no_answer")
-        elif len(ans) > MAX_ANSWER_CHARS:
-            results[i] = Score(False, ans[:MAX_ANSWER_CHARS], "error")
+        elif len(ans) > MAX_CHARS:
+            results[i] = Score(False, ans[:MAX_CHARS], "error", f"refused: answer of {len(ans)} characters "
+                                                                 f"(limit {MAX_CHARS})")
         else:
             pair_of[i] = pairs.setdefault((ans, _clean_gold(gold)), len(pairs))
     items = [(j, a, g) for (a, g), j in pairs.items()]
     if items:
         workers = default_workers() if workers is None else workers
         if workers == 0:
-            verdicts = {j: _check(a, g, timeout_s) for j, a, g in items}
+            verdicts = {j: (*_check(a, g, timeout_s), False) for j, a, g in items}
         else:
             verdicts = get_pool(workers).run(items, timeout_s)
         for i, j in pair_of.items():
-            correct, status = verdicts.get(j, (False, "error"))
-            results[i] = Score(bool(correct), extracted[i], status)
+            correct, status, reason, retried = verdicts.get(j, (False, "error", "no verdict", False))
+            results[i] = Score(bool(correct), extracted[i], status, reason, retried)
     return results  # type: ignore[return-value]
 
 
