@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.core.answers import Rejected, answer_key, canonical, check_size, number, parse, split_unit
-from harness.core.equivalence import atom_equal, equivalent, run_cases, value_bits
+from harness.core.cases import run_cases
+from harness.core.equivalence import atom_equal, equivalent, value_bits
 from harness.core.scoring import (KILL_GRACE_S, WORKER_MEMORY_MB, Score, ScoringPool, extract_boxed, score_math)
 
 CASES = Path(__file__).parent / "fixtures" / "equivalence" / "cases.tsv"

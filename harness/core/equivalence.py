@@ -36,8 +36,7 @@ Deviation (stated): the paper names no checker, its released code compares strin
 math-verify's own `verify` is not used because it accepts what is not equal (decimals rounded to 6 places, so
 `1.24e-8` equals `2.55e-10`; units stripped by name, so `\\frac{37}{4} m` equals `\\frac{37}{4}`) and rejects
 what is (e-notation, `x < 3` vs `(-\\infty, 3)`). tests/fixtures/equivalence/cases.tsv holds the cases;
-`python -m harness.core.equivalence FILE.tsv ...` prints the false-negative and false-positive rates of any such
-file (`run_cases`).
+`python -m harness.core.cases FILE.tsv ...` prints the false-negative and false-positive rates of any such file.
 """
 from __future__ import annotations
 
@@ -679,62 +678,3 @@ def _equations_equal(alhs: str, arhs: str, glhs: str, grhs: str) -> bool:
             return False
         agreed += 1
     return agreed >= MIN_PROBES
-
-
-# ---------------------------------------------------------------- a file of cases (the equivalence suite)
-
-def read_cases(path) -> list[tuple[str, str, str, bool]]:
-    """(category, gold, answer, expected) rows of a TSV file: category, gold, answer (the content of the last
-    \\boxed{}), expected (1 or 0); lines starting with # and blank lines are skipped."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.split("\t")
-            if len(parts) != 4 or parts[3].strip() not in ("0", "1"):
-                raise ValueError(f"{path}:{n}: need 4 tab-separated columns (category, gold, answer, 0/1), "
-                                 f"got {len(parts)}: {line[:80]!r}")
-            rows.append((parts[0].strip(), parts[1], parts[2], parts[3].strip() == "1"))
-    return rows
-
-
-def run_cases(paths, workers: int | None = None, timeout_s: float = 5.0, out=print) -> dict:
-    """Score every case through the whole checker (`score_math` on `\\boxed{answer}`); print a table per category,
-    each false negative / false positive, and the rates. Returns the counts."""
-    from collections import Counter
-
-    from harness.core.scoring import score_math
-
-    rows = [r for p in paths for r in read_cases(p)]
-    scores = score_math([f"The answer is $\\boxed{{{a}}}$." for _, _, a, _ in rows], [g for _, g, _, _ in rows],
-                        timeout_s=timeout_s, workers=workers)
-    per = Counter()
-    wrong = []
-    for (cat, g, a, exp), s in zip(rows, scores):
-        per[(cat, exp, s.correct)] += 1
-        if s.correct != exp:
-            wrong.append(("FN" if exp else "FP", cat, g, a, s.status, s.reason))
-    pos = sum(1 for r in rows if r[3])
-    neg = len(rows) - pos
-    fn = sum(1 for w in wrong if w[0] == "FN")
-    fp = len(wrong) - fn
-    out(f"{'category':14s} {'cases':>6s} {'FN':>4s} {'FP':>4s}")
-    for cat in sorted({r[0] for r in rows}):
-        n = sum(v for (c, _, _), v in per.items() if c == cat)
-        out(f"{cat:14s} {n:6d} {per[(cat, True, False)]:4d} {per[(cat, False, True)]:4d}")
-    for kind, cat, g, a, status, reason in wrong:
-        out(f"{kind} [{cat}] gold {g!r} answer {a!r} ({status}{': ' + reason if reason else ''})")
-    out(f"{len(rows)} cases: {pos} equivalent, {neg} not; false negatives {fn}/{pos} = {100 * fn / max(pos, 1):.2f}%, "
-        f"false positives {fp}/{neg} = {100 * fp / max(neg, 1):.2f}%")
-    return {"cases": len(rows), "positives": pos, "negatives": neg, "false_negatives": fn, "false_positives": fp}
-
-
-if __name__ == "__main__":  # python -m harness.core.equivalence CASES.tsv [...]: exit 1 on any FP or FN >= 2%
-    import sys
-
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: python -m harness.core.equivalence CASES.tsv [CASES.tsv ...]")
-    r = run_cases(sys.argv[1:])
-    raise SystemExit(0 if r["false_positives"] == 0 and r["false_negatives"] < 0.02 * r["positives"] else 1)
