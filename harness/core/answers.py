@@ -22,7 +22,8 @@ unit, or a known unit word (`45 minutes`). Only ONE sign, and only right after a
 number is not a unit and stays in the answer (which then does not parse).
 
 `number(atom)` reads plain numbers exactly (`fractions.Fraction`): integers of any size, decimals, e-notation and
-`a\\times10^{n}`, `\\frac{a}{b}`, `a/b`, mixed numbers `1\\frac{4}{5}`; decimals and scientific notation are marked
+`a\\times10^{n}`, `\\frac{a}{b}`, `a/b`, mixed numbers `1\\frac{4}{5}`, repeating decimals `0.\\overline{3}`;
+decimals and scientific notation are marked
 approximate (their tolerance is decided by the caller).
 
 `check_size(s)` raises `Rejected` before any parsing for what no benchmark answer looks like and what makes a
@@ -140,7 +141,7 @@ _FRAC_DIGITS_RE = [
 _THOUSANDS_MARK_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\{,\}|,\\,|\\,(?=\d{3}(?!\d)))(?=\d{3}(?!\d))")
 _WHOLE_THOUSANDS_RE = re.compile(r"^([+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?:\s*\\text\{[^{}]*\}|\s*\\%|\^\\circ"
                                  r"|\s+[a-zA-Z]+)?$")
-_TRAILING_DOT_RE = re.compile(r"(?<=\d)\.(?![\d])")
+_TRAILING_DOT_RE = re.compile(r"(?<=\d)\.(?!\d|\\overline)")
 _PRIME_RE = re.compile(r"(?<=[a-zA-Z)}])('+)")
 _AND_OR_RE = re.compile(r"\\text\{\s*(?:and|or|,)\s*\}|(?<=[\s\d}])(?:and|or)(?=[\s\\\d(\[{-])")
 _APPROX_RE = re.compile(r"\\(?:approx|simeq|sim)(?![a-zA-Z])")
@@ -499,6 +500,7 @@ _NUM_RES = {
     "frac": re.compile(rf"^\\frac\{{([+-]?{_DEC})\}}\{{([+-]?{_DEC})\}}$"),
     "slash": re.compile(rf"^({_DEC})/({_DEC})$"),
     "mixed": re.compile(rf"^({_INT})\\frac\{{({_INT})\}}\{{({_INT})\}}$"),
+    "repeating": re.compile(r"^(\d*)\.(\d*)\\overline\{(\d{1,20})\}$"),
 }
 
 
@@ -533,6 +535,12 @@ def number(s: str) -> tuple[Fraction, bool] | None:
             if den == 0:
                 return None
             return sign * Fraction(m.group(1)) / den, "." in t
+    m = _NUM_RES["repeating"].match(t)
+    if m:  # 0.1\overline{6} = 0.1666...
+        whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+        value = Fraction(whole) + Fraction(int(fixed or "0"), 10 ** len(fixed)) + \
+            Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+        return sign * value, False
     m = _NUM_RES["mixed"].match(t)
     if m and int(m.group(3)) != 0:
         return sign * (int(m.group(1)) + Fraction(int(m.group(2)), int(m.group(3)))), False

@@ -8,7 +8,7 @@ structures are compared here, and single expressions ("atoms") last:
   order (a multiset); tuples `(a, b)`, `\\langle a, b \\rangle`, vectors and matrices: element by element in order
   (a column or row vector and a tuple of the same entries are equal);
 - intervals, unions and inequalities in one variable (`x < 3` vs `(-\\infty, 3)`, `x \\in [-2, 7]`,
-  `-2 \\le x \\le 7`, `x \\ne 1`): the same intervals (union parts in any order), open/closed as written except at
+  `-2 \\le x \\le 7`, `x \\ne 1`, `|x| < 1`): the same intervals (union parts in any order), open/closed as written except at
   infinity; `(a, b)` is a tuple or an open interval, whichever the other side is;
 - `x = 5` vs `5`, `f(x) = 2x` vs `2x` vs `f(t) = 2t` (assignments: the value counts); two equations that are
   not assignments (`5x - 7y + 11z + 4 = 0`) are equal when one is a non-zero multiple of the other;
@@ -83,6 +83,7 @@ _TUPLE_LHS = re.compile(r"^\(\s*[A-Za-z](?:_\{?\w+\}?)?(?:\s*,\s*[A-Za-z](?:_\{?
 _SIMPLE_VAR = re.compile(r"^(?:[A-Za-z]|\\[a-zA-Z]+|\\text\{[A-Za-z]\})(?:_\{?[\w\\ ]+\}?)?(?:\^\{\\prime+\})?$")
 _FUNC_LHS = re.compile(r"^([A-Za-z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\(\s*([A-Za-z])\s*\)$")
 _INEQ = {"<", ">", "\\le", "\\ge"}
+_ABS_VAR = re.compile(r"^\|\s*[A-Za-z](?:_\{?\w+\}?)?\s*\|$")
 
 
 def _raw(node) -> str:
@@ -283,6 +284,12 @@ def intervals(node):
         return [("-\\infty", False, parts[1], False), (parts[1], False, "\\infty", False)]
     if not ops or not all(op in _INEQ for op in ops):
         return None
+    m = _ABS_VAR.match(parts[0])
+    if len(ops) == 1 and m and _is_constant(parts[1]):  # |x| < a, |x| >= a
+        a, op = parts[1], ops[0]
+        if op in ("<", "\\le"):
+            return [(f"-({a})", op == "\\le", a, op == "\\le")]
+        return [("-\\infty", False, f"-({a})", op == "\\ge"), (a, op == "\\ge", "\\infty", False)]
     var = [i for i, p in enumerate(parts) if _is_simple_lhs(p) and number(p) is None]
     if len(var) != 1 or len(parts) > 3:
         return None
