@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,21 +236,52 @@ def get_responses(cfg, model, tokenizer) -> list[Response]:
                     cfg.temperature, cfg.top_p, cfg.seed)
 
 
-def check_common(cfg) -> None:
-    """Fail on bad values before any model is loaded."""
-    if cfg.get("samples"):
-        sample_files(cfg.samples)
-    elif not cfg.get("problems"):
+def check_common(cfg, files: bool = True) -> None:
+    """Fail on bad values before any model is loaded. `files=False`: a grid's analysis, checked before its cells
+    have written what it will read (samples, run, models), so only values and given problem files are checked."""
+    from harness.core.config import require_choice, require_int, require_model_path, require_number, require_seed
+
+    if files and cfg.get("run"):
+        run_dir(cfg.run)
+    if files and cfg.get("model_path"):
+        require_model_path(cfg.model_path, "model_path")
+    if files and cfg.get("base"):
+        require_model_path(cfg.base, "base")
+    if not cfg.get("samples") and not cfg.get("problems"):
         raise ConfigError("give samples=FILE_OR_EVAL_DIR (saved responses) or problems=JSONL (to sample)")
-    elif not Path(cfg.problems).exists():
-        raise ConfigError(f"problems={cfg.problems!r}: file not found")
-    if cfg.get("entropy_impl") not in (None, "torch", "trl"):
-        raise ConfigError(f"entropy_impl={cfg.entropy_impl!r}; choose torch or trl")
+    if files and cfg.get("samples"):
+        sample_files(cfg.samples)
+    elif not cfg.get("samples") and not Path(cfg.problems).is_file():
+        raise ConfigError(f"problems={cfg.problems!r}: file not found (a JSONL with a `problem` or `question` field)")
+    if "entropy_impl" in cfg:
+        require_choice(cfg.entropy_impl, ("torch", "trl"), "entropy_impl")
     for key in ("k", "max_new_tokens", "chunk_size"):
-        if cfg.get(key) is not None and int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
-    if cfg.get("temperature") is not None and float(cfg.temperature) <= 0:
-        raise ConfigError(f"temperature must be > 0, got {cfg.temperature}")
+        if key in cfg:
+            require_int(cfg[key], key, 1)
+    if cfg.get("n_problems") is not None:
+        require_int(cfg.n_problems, "n_problems", 1)
+    if "temperature" in cfg:
+        require_number(cfg.temperature, "temperature", 0, low_open=True)
+    if "top_p" in cfg:
+        require_number(cfg.top_p, "top_p", 0, 1, low_open=True)
+    require_seed(cfg.get("seed", 0))
+    check_device(cfg)
+
+
+def check_device(cfg) -> None:
+    from harness.core.config import require_choice
+
+    if "dtype" in cfg:
+        require_choice(cfg.dtype, ("auto", "float32", "bfloat16", "float16"), "dtype")
+    if "device" in cfg and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(cfg.device)):
+        raise ConfigError(f"device={cfg.device!r} is not valid: expected auto, cpu, cuda or cuda:N")
+
+
+def output_dir(cfg, name: str) -> Path:
+    """default_out(), checked: a folder that can be written (before any model is loaded)."""
+    from harness.core.config import require_output_dir
+
+    return require_output_dir(default_out(cfg, name), "out")
 
 
 # ---------------------------------------------------------------- writing results

@@ -18,7 +18,7 @@ import torch
 
 from ablations import common
 from ablations.token_entropy import entropy_summary
-from harness.core.config import ConfigError
+from harness.core.config import ConfigError, require_int, require_number
 
 
 def token_table(responses: list[common.Response], entropies: list[torch.Tensor], tokenizer, min_count: int,
@@ -63,13 +63,22 @@ def plot(all_h: torch.Tensor, stats: dict, tokens: pd.DataFrame, cfg, path) -> N
     common.save_figure(fig, path)
 
 
-def main(cfg) -> int:
-    common.check_common(cfg)
-    run = common.run_dir(cfg.get("run"))
-    model_path = cfg.get("model_path") or (str(run / "final") if run else None)
-    if not model_path:
+def check(cfg, files: bool = True) -> None:
+    """Every value before any model is loaded (files=False: a grid's analysis, before its cells ran)."""
+    common.check_common(cfg, files)
+    if not cfg.get("model_path") and not cfg.get("run"):
         raise ConfigError("analyze entropy: give model_path=PATH_OR_HUB_ID or run=RUN_DIR")
-    out = common.default_out(cfg, "entropy")
+    for key in ("min_count", "top_n", "bins"):
+        require_int(cfg[key], key, 1)
+    require_number(cfg.low_threshold, "low_threshold", 0)
+    require_number(cfg.high_threshold, "high_threshold", 0)
+
+
+def main(cfg) -> int:
+    check(cfg)
+    run = common.run_dir(cfg.get("run"))
+    model_path = cfg.get("model_path") or str(run / "final")
+    out = common.output_dir(cfg, "entropy")
 
     model, tok = common.load_model(model_path, cfg.device, cfg.dtype)
     responses = common.get_responses(cfg, model, tok)

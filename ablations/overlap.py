@@ -38,13 +38,19 @@ def plot(df: pd.DataFrame, path) -> None:
     common.save_figure(fig, path)
 
 
-def main(cfg) -> int:
+def check(cfg, files: bool = True) -> None:
+    """Every value before any model is loaded (files=False: a grid's analysis, before its cells ran)."""
+    from harness.core.config import require_number
+
     common.require(cfg, "run")
-    common.check_common(cfg)
-    if not 0 < cfg.rho <= 1:
-        raise common.ConfigError(f"rho must be in (0, 1], got {cfg.rho}")
+    common.check_common(cfg, files)
+    require_number(cfg.rho, "rho", 0, 1, low_open=True)
+
+
+def main(cfg) -> int:
+    check(cfg)
     run = common.run_dir(cfg.run)
-    out = common.default_out(cfg, "overlap")
+    out = common.output_dir(cfg, "overlap")
     ckpts, responses, ents = common.checkpoint_entropies(cfg, run)
     df = overlap_table(ckpts, ents, cfg.rho)
     common.write_csv(df, out / "overlap.csv", cfg, checkpoints={c.label: c.path for c in ckpts},

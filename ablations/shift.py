@@ -61,13 +61,21 @@ def plot(bins: pd.DataFrame, pct: pd.DataFrame, percentiles, path) -> None:
     common.save_figure(fig, path)
 
 
-def main(cfg) -> int:
+def check(cfg, files: bool = True) -> None:
+    """Every value before any model is loaded (files=False: a grid's analysis, before its cells ran)."""
+    from harness.core.config import require_int, require_number
+
     common.require(cfg, "run")
-    common.check_common(cfg)
-    if cfg.n_bins < 1 or not all(0 <= p <= 100 for p in cfg.percentiles):
-        raise common.ConfigError("n_bins must be >= 1 and percentiles within [0, 100]")
+    common.check_common(cfg, files)
+    require_int(cfg.n_bins, "n_bins", 1)
+    for p in cfg.percentiles:
+        require_number(p, "percentiles", 0, 100)
+
+
+def main(cfg) -> int:
+    check(cfg)
     run = common.run_dir(cfg.run)
-    out = common.default_out(cfg, "shift")
+    out = common.output_dir(cfg, "shift")
     ckpts, responses, ents = common.checkpoint_entropies(cfg, run)
     if ckpts[0].label != "base":
         raise common.ConfigError("shift needs the base model: pass base=PATH_OR_HUB_ID")

@@ -86,21 +86,47 @@ def plot(df: pd.DataFrame, fixed: float, sweep: str, path) -> None:
     common.save_figure(fig, path)
 
 
-def main(cfg) -> int:
+def check(cfg, files: bool = True) -> list[tuple[float, float]]:
+    """Every value before any model is loaded (files=False: a grid's analysis, before its cells ran); returns the
+    (t_high, t_low) settings."""
+    from harness.core.config import require_int, require_model_path, require_number, require_seed
+    from harness.evaluation.tasks import expand_tasks
+
     common.require(cfg, "tasks")
-    run = common.run_dir(cfg.get("run"))
-    model_path = cfg.get("model_path") or (str(run / "final") if run else None)
-    if not model_path:
+    if not cfg.get("model_path") and not cfg.get("run"):
         raise ConfigError("analyze temperature: give model_path=PATH_OR_HUB_ID or run=RUN_DIR")
-    pairs = settings(cfg.t_high, cfg.t_low, cfg.fixed, cfg.sweep)
-    if any(t < 0 for p in pairs for t in p):
-        raise ConfigError("temperatures must be >= 0 (0 = greedy)")
+    if files and cfg.get("run"):
+        common.run_dir(cfg.run)
+    if files and cfg.get("model_path"):
+        require_model_path(cfg.model_path, "model_path")
+    try:
+        pairs = settings(cfg.t_high, cfg.t_low, cfg.fixed, cfg.sweep)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"t_high={list(cfg.t_high)}, t_low={list(cfg.t_low)}, fixed={cfg.fixed}: temperatures "
+                          f"must be numbers >= 0 ({e})") from e
+    for t in (t for p in pairs for t in p):
+        require_number(t, "t_high / t_low / fixed (0 = greedy)", 0)
+    require_number(cfg.threshold, "threshold", 0)
     for key in ("k", "max_new_tokens"):
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {cfg[key]}")
+        require_int(cfg[key], key, 1)
+    if cfg.get("n_problems") is not None:
+        require_int(cfg.n_problems, "n_problems", 1)
+    require_seed(cfg.seed)
+    common.check_device(cfg)
     if cfg.get("data_dir") and not Path(cfg.data_dir).is_dir():
         raise ConfigError(f"data_dir={cfg.data_dir!r}: not a directory")
-    out = common.default_out(cfg, "temperature")
+    try:
+        expand_tasks([cfg.tasks] if isinstance(cfg.tasks, str) else list(cfg.tasks))
+    except ValueError as e:
+        raise ConfigError(f"tasks: {e}") from e
+    return pairs
+
+
+def main(cfg) -> int:
+    pairs = check(cfg)
+    run = common.run_dir(cfg.get("run"))
+    model_path = cfg.get("model_path") or str(run / "final")
+    out = common.output_dir(cfg, "temperature")
     tasks = [cfg.tasks] if isinstance(cfg.tasks, str) else list(cfg.tasks)
     problems = task_problems(tasks, cfg.get("data_dir"), cfg.n_problems, cfg.max_new_tokens)
 

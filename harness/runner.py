@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
@@ -99,7 +99,11 @@ def eval_overrides_for(cell: Cell, checkpoint: str | None = None, out: Path | No
 
 
 def _analysis_overrides(cell: Cell, a: dict, fields: dict) -> list[str]:
-    return [o.format(**fields) for o in a.get("overrides", [])]
+    try:
+        return [o.format(**fields) for o in a.get("overrides", [])]
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"grid analysis {a.get('name')!r}: overrides {list(a.get('overrides', []))} use an unknown "
+                          f"placeholder ({e}); placeholders: {{cell_dir}}, {{eval_dir}}, {{base_model}}") from e
 
 
 def _identify(cell: Cell) -> Cell:
@@ -186,6 +190,59 @@ def validate(cells: list[Cell]) -> None:
         if key in seen:
             raise ConfigError(f"grid lists cell {key} twice")
         seen.add(key)
+
+
+def check_run(cfg: DictConfig) -> None:
+    """`harness run` / `harness status` values and the grid's own lists, before planning."""
+    from harness.core.config import require_int, require_seed
+
+    require_int(cfg.jobs, "jobs", 1)
+    for key in ("models", "variants", "seeds"):
+        if not isinstance(cfg.grid.get(key), (list, ListConfig)) or not cfg.grid.get(key):
+            raise ConfigError(f"grid.{key}={cfg.grid.get(key)!r} is not valid: expected a non-empty list")
+    for s in cfg.grid.seeds:
+        require_seed(s, "grid.seeds")
+    every = (cfg.grid.get("eval") or {}).get("every_n_steps")
+    if every is not None:
+        require_int(every, "grid.eval.every_n_steps", 1)
+
+
+def validate_cells(cells: list[Cell], results_dir: str | Path, files: bool = True) -> None:
+    """Every cell's training, evaluation and analysis settings, checked as `harness train`, `harness eval` and
+    `harness analyze` will check them, before the first cell runs (and in dry_run): an unknown task or a bad value
+    inside a grid fails here, not after a cell has trained. Each distinct setting is checked once. `files=False`
+    leaves out what depends on this machine (model folders, data files): a dry run notes those separately."""
+    import importlib
+
+    from harness.evaluation.cli import check_config
+    from trainers.train import validate as validate_train
+
+    seen: set = set()
+    for cell in cells:
+        cdir = cell_dir(results_dir, cell)
+        try:
+            key = ("train", cell.model, cell.variant, cell.trainer, cell.data, cell.train_overrides, cell.eval_only)
+            if not cell.eval_only and key not in seen:
+                validate_train(load_config("train", train_overrides_for(cell, cdir / "train")), files=files)
+            seen.add(key)
+            key = ("eval", cell.eval_tasks, cell.eval_overrides)
+            if key not in seen:
+                check_config(load_config("eval", eval_overrides_for(cell)), check_model=False)
+            seen.add(key)
+            fields = {"cell_dir": cdir, "eval_dir": cdir / "eval" / cell.eval_id / cell.eval_labels[-1],
+                      "base_model": "BASE_MODEL"}
+            for a in cell.analyses:
+                key = ("analysis", a["name"], tuple(a.get("overrides", [])), cell.eval_only)
+                if key in seen:
+                    continue
+                seen.add(key)
+                ov = _analysis_overrides(cell, a, fields) + [f"out={cdir / 'analysis'}"]
+                if not cell.eval_only and not any(o.startswith("run=") for o in ov):
+                    ov.append(f"run={cdir}")
+                importlib.import_module(f"ablations.{a['name']}").check(load_config(f"analyze/{a['name']}", ov),
+                                                                         files=False)
+        except ConfigError as e:
+            raise ConfigError(f"grid {cell.grid}, cell {cell.cell_id}: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,10 +537,22 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
 
 
 def main(cfg: DictConfig) -> int:
+    from harness.core.config import require_output_dir
+
+    check_run(cfg)
+    require_output_dir(cfg.results_dir, "results_dir")
     cells, todo = _select(cfg)
+    if cfg.get("only") and not cells:
+        raise ConfigError(f"only={cfg.only!r} matches none of the cells of grid {cfg.grid.name} "
+                          f"(ids look like {plan(cfg.grid)[0].cell_id}; `harness status` lists them)")
     validate(cells)  # every config composes before any compute
+    validate_cells(cells, cfg.results_dir, files=not cfg.dry_run)  # every value of every cell, before any compute
     if cfg.dry_run:
         print_plan(cells, todo, cfg)
+        try:
+            validate_cells(todo, cfg.results_dir, files=True)
+        except ConfigError as e:
+            print(f"note: running this plan here would stop before its first cell: {e}")
         return 0
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
@@ -521,6 +590,11 @@ def status_rows(cfg: DictConfig) -> list[dict]:
 
 def status_main(cfg: DictConfig) -> int:
     import pandas as pd
+
+    check_run(cfg)
+    if not Path(cfg.results_dir).is_dir():
+        raise ConfigError(f"results_dir={str(cfg.results_dir)!r} does not exist: no grid has run there "
+                          f"(`harness run results_dir={cfg.results_dir}` starts one)")
 
     df = pd.DataFrame(status_rows(cfg))
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70):

@@ -24,9 +24,15 @@ def test_every_option_composes_and_validates(tmp_path, group, option):
     cfg = load_config("train", over)
     try:
         plan = validate(cfg)
-    except ConfigError as e:  # a model that must be given or built first: any existing folder will do
-        assert group == "model" and re.search("never published|does not exist", str(e)), e
-        plan = validate(load_config("train", [*over, f"model.path={tmp_path}"]))
+    except ConfigError as e:  # a model or data file that must be given: any existing one will do
+        if group == "data":
+            assert "data.path is required" in str(e), e
+            rows = tmp_path / "rows.jsonl"
+            rows.write_text('{"problem": "1 + 1", "answer": "2"}\n')
+            plan = validate(load_config("train", [*over, f"data.path={rows}"]))
+        else:
+            assert group == "model" and re.search("never published|does not exist", str(e)), e
+            plan = validate(load_config("train", [*over, f"model.path={tmp_path}"]))
     assert plan.grad_accum >= 1 and plan.steps_per_generation % plan.grad_accum == 0
     assert {"trainer": plan.spec.name, "variant": cfg.mask.name}.get(group, option) == option
 

@@ -245,8 +245,9 @@ def test_replay_end_to_end_through_evaluate(tmp_path, monkeypatch):
     rf.write_text("".join(json.dumps(r) + "\n" for r in replay))
     kw = dict(tasks="livecodebench", backend="replay", replay_file=rf, k=2, data_dir=tmp_path, pass_ks=(1, 2),
               bootstrap_iters=50)
-    with pytest.raises(CodeExecutionNotAllowed):
+    with pytest.raises(ValueError, match="allow_code_execution=true"):  # refused before the data is read
         evaluate(**kw, out_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
     df = evaluate(**kw, out_dir=tmp_path / "out", allow_code_execution=True)
     avg = df[(df.metric == "avg@k") & (df.k == 2)].value.item()
     pass2 = df[(df.metric == "pass@k") & (df.k == 2)].value.item()

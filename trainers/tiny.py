@@ -72,12 +72,14 @@ def build_tiny(out_dir: str | Path, seed: int = 0, hidden_size: int = 16, num_la
 
 def main(cfg) -> int:
     """`harness tiny out=DIR seed=0 hidden_size=16 ...` (configs/tiny.yaml)."""
-    from harness.core.config import ConfigError, to_dict
+    from harness.core.config import ConfigError, require_output_dir, require_seed, to_dict
 
     args = to_dict(cfg)
     out = args.pop("out", None)
     if not out:
-        raise ConfigError("tiny: out=DIR is required (the folder to write the model and tokenizer to)")
+        raise ConfigError("out=DIR is required: the folder to write the model and tokenizer to")
+    require_output_dir(out, "out")
+    require_seed(args.get("seed"))
     try:
         path = build_tiny(out, **args)
     except (TypeError, ValueError) as e:

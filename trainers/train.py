@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.core.config import ConfigError, require_choice, to_dict
+from harness.core.config import ConfigError, require_choice, require_output_dir, require_seed, to_dict
 from harness.core import rundir
 from harness.core.io import (REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, progress_bars,
                              provenance, read_jsonl)
@@ -112,14 +112,19 @@ def _positive_int(spec: TrainerSpec, *names: str) -> None:
             raise ConfigError(f"trainer.{n}={v!r} must be a positive integer")
 
 
-def validate(cfg) -> Plan:
-    """Check every part of the config; raise ConfigError naming the first problem."""
+def validate(cfg, files: bool = True) -> Plan:
+    """Check every part of the config; raise ConfigError naming the first problem. `files=False` (a grid checked
+    before its first cell runs, or its dry run) leaves out what depends on this machine: the output folder, the
+    model folder and the data file."""
     from trainers.dapo import DAPOOptions
 
     c = to_dict(cfg)
     for key in ("out", "model", "trainer", "mask", "data", "seed"):
         if c.get(key) is None:
             raise ConfigError(f"{key} is required" + (" (the run directory: out=DIR)" if key == "out" else ""))
+    if files:
+        require_output_dir(c["out"], "out")
+    require_seed(c["seed"])
     valid = [f.name for f in dataclasses.fields(TrainerSpec)]
     unknown = sorted(set(c["trainer"]) - set(valid))
     if unknown:
@@ -175,6 +180,8 @@ def validate(cfg) -> Plan:
     path = model.get("path")
     if model.get("prepare"):
         import_path(model["prepare"], "model.prepare")
+    elif not files:
+        pass
     elif not path and not model.get("tiny"):
         raise ConfigError(model.get("path_hint") or f"model={model.get('name')}: model.path is required")
     elif path and _is_local(path) and not _local(path).exists():
@@ -183,8 +190,29 @@ def validate(cfg) -> Plan:
     data = c["data"]
     loader = import_path(data.get("loader"), "data.loader")
     reward = import_path(data.get("reward"), "data.reward")
+    if files:
+        _check_data_file(data)
     return Plan(Path(c["out"]), spec, dapo, model, loader, reward, grad_accum, steps_per_generation,
                 dict(c.get("log") or {}))
+
+
+def _check_data_file(data: dict) -> None:
+    """A data preset that reads a file (`data.path`): the file is given (unless a hub copy is), exists and has
+    rows, before the run folder is written."""
+    if "path" not in data:
+        return
+    path = data.get("path")
+    if path in (None, ""):
+        if not data.get("hub_id"):
+            raise ConfigError("data.path is required: a local JSONL or parquet file of problem/answer rows "
+                              "(data.path=FILE)")
+        return
+    p = Path(str(path)).expanduser()  # as the loaders read it (relative: to the current directory)
+    if not p.is_file():
+        raise ConfigError(f"data.path={str(path)!r} does not exist" + (" (it is a folder)" if p.is_dir() else "")
+                          + ": give a JSONL or parquet file of problem/answer rows")
+    if p.stat().st_size == 0 or (p.suffix in (".jsonl", ".json") and not p.read_text(encoding="utf-8").strip()):
+        raise ConfigError(f"data.path={str(path)!r} is empty: no training problems")
 
 
 def _is_local(path: str) -> bool:
@@ -329,7 +357,10 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
 
     with PartialState().main_process_first():  # the main process builds or prepares the model first
         model_path = resolve_model_path(cfg.model, out)
-    dataset = plan.loader(cfg.data)  # before the weights: a data problem fails fast
+    try:
+        dataset = plan.loader(cfg.data)  # before the weights: a data problem fails fast
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"data: {e}") from e
     if len(dataset) < plan.spec.prompts_per_rollout:
         raise ConfigError(f"the training set has {len(dataset)} problems, fewer than one rollout batch "
                           f"(trainer.prompts_per_rollout={plan.spec.prompts_per_rollout}): nothing would be trained")

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,6 +91,16 @@ def _defaults(config_name: str, group_overrides: tuple[str, ...]) -> DictConfig:
 
 def _diagnose(config_name: str, overrides: list[str], error: Exception) -> str:
     """One line naming the override Hydra refused, the value and what is valid."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    for o in overrides:
+        try:
+            OverridesParser.create().parse_overrides([o])
+        except OverrideParseException as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return (f"cannot parse the override {o!r}: {first} (quote values that hold '=', spaces or brackets, "
+                    "e.g. 'key=[\"a=1\"]')")
     for o in overrides:
         key, value = _key(o), o.split("=", 1)[1]
         if is_group(key) and not o.startswith("~"):
@@ -213,10 +224,48 @@ def require_output_dir(path: Any, name: str = "out") -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{name}={str(path)!r}: {parent} is a file, so the folder cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name}={str(path)!r}: cannot write in {parent} (permission denied or read-only); "
-                          "give a writable folder")
+    try:  # a real write (os.access says yes to root on a read-only folder such as /sys); nothing is left behind
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".harness-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{name}={str(path)!r}: cannot write in {parent} ({e.strerror or e}); "
+                          "give a writable folder") from e
     return p
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def require_model_path(value: Any, name: str, run_dir_ok: bool = False) -> str:
+    """A model folder (config.json), with `run_dir_ok` a training run folder (final/config.json), or a hub id
+    that can be loaded: with HF_HUB_OFFLINE set, one in the local cache (the hub is not asked)."""
+    text = str(value)
+    p = Path(text).expanduser()
+    if p.exists():
+        if p.is_dir() and ((p / "config.json").is_file() or (run_dir_ok and (p / "final" / "config.json").is_file())):
+            return text
+        raise ConfigError(f"{name}={text!r} is not a model folder (no config.json)"
+                          + (" nor a training run (no final/config.json)" if run_dir_ok else ""))
+    if text.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(text):
+        raise ConfigError(f"{name}={text!r} does not exist: give a model folder"
+                          + (", a training run folder" if run_dir_ok else "")
+                          + " or a hub id such as Qwen/Qwen3-8B-Base")
+    from huggingface_hub import repo_exists, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return text
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(f"{name}={text!r} is neither a local folder nor a hub id in the local cache "
+                          "(HF_HUB_OFFLINE=1: the hub is not asked)")
+    try:
+        found = repo_exists(text)
+    except Exception as e:  # no network, a proxy refusing, ...
+        raise ConfigError(f"{name}={text!r} is not a local folder, not in the local hub cache, and the hub could "
+                          f"not be asked ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not found:
+        raise ConfigError(f"{name}={text!r} is neither a local folder nor a model on the hub")
+    return text
 
 
 def to_dict(cfg: DictConfig) -> dict:

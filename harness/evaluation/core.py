@@ -59,19 +59,13 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
     k samples per problem at `temperature`/`top_p`; `max_gen_toks` None = each task's default.
     `limit`: only the first `limit` problems of each task (quick runs). Files go to `out_dir` (if given).
     """
-    _check_args(model, backend, k, limit, temperature, top_p, max_gen_toks, replay_file, timeout_s)
-    names = expand_tasks(tasks)
+    names = check_inputs(model, tasks, out_dir, backend, k, limit=limit, temperature=temperature, top_p=top_p,
+                         max_gen_toks=max_gen_toks, seed=seed, pass_ks=pass_ks, timeout_s=timeout_s,
+                         bootstrap_iters=bootstrap_iters, confidence=confidence, replay_file=replay_file,
+                         data_dir=data_dir, allow_code_execution=allow_code_execution, hf_options=hf_options,
+                         vllm_options=vllm_options)
     infos = {n: task_info(n) for n in names}
     scorers = {n: load_scorer(infos[n].scorer) for n in names}
-    unsafe = [n for n in names if raw_config(n).get("unsafe_code")]
-    if unsafe and not allow_code_execution and backend != "replay":  # replay: the scorer itself refuses
-        raise ValueError(f"task(s) {', '.join(unsafe)} execute model-written code; set allow_code_execution=true "
-                         "to run them (in a sandbox you trust)")
-    if unsafe and allow_code_execution:
-        check_sandbox()  # before any data or model: raises if code cannot run here; one line on what is isolated
-    if data_dir is not None:
-        for n in names:
-            data_file(n, data_dir)  # every file checked before any is loaded
     built = {n: build_task(n, k=k, temperature=temperature, top_p=top_p, max_gen_toks=max_gen_toks,
                            data_dir=data_dir, extra_generation=PURE_SAMPLING.get(backend)) for n in names}
     label = model_name or _model_label(model, replay_file)
@@ -109,29 +103,76 @@ def evaluate(model: Any = None, tasks: str | Sequence[str] = "math", out_dir: st
 
 # ---------------------------------------------------------------- checks
 
-def _check_args(model, backend, k, limit, temperature, top_p, max_gen_toks, replay_file, timeout_s) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not valid; choose one of: {', '.join(BACKENDS)}")
+def check_inputs(model: Any, tasks: str | Sequence[str], out_dir: str | Path | None, backend: str, k: int, *,
+                 limit: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
+                 max_gen_toks: int | None = None, seed: int = 0, pass_ks: Sequence[int] = (1,),
+                 timeout_s: float = 5.0, bootstrap_iters: int = 2000, confidence: float = 0.95,
+                 replay_file: str | Path | None = None, data_dir: str | Path | None = None,
+                 allow_code_execution: bool = False, hf_options: dict | None = None,
+                 vllm_options: dict | None = None, check_model: bool = True) -> list[str]:
+    """Every argument, task, data file, replay file, output folder and model path, before anything is loaded;
+    returns the leaf task names. ValueError / FileNotFoundError name the `harness eval` key, the value and what is
+    valid. `check_model=False` (a grid's evaluation settings, checked before its checkpoints exist) skips the
+    model and the output folder."""
+    from harness.core.config import (require_choice, require_int, require_model_path, require_number,
+                                     require_output_dir, require_seed)
+
+    require_choice(backend, BACKENDS, "backend")
+    k = require_int(k, "k", 1)
+    if limit is not None:
+        require_int(limit, "limit", 1)
+    require_number(temperature, "generation.temperature", 0)
+    require_number(top_p, "generation.top_p", 0, 1, low_open=True)
+    if temperature == 0 and k > 1 and backend != "replay":
+        raise ValueError("generation.temperature=0 is greedy decoding: k > 1 would repeat the same response; use k=1")
+    if max_gen_toks is not None:
+        require_int(max_gen_toks, "generation.max_gen_toks", 1)
+    require_seed(seed)
+    if not isinstance(pass_ks, (list, tuple)) or not pass_ks:
+        raise ValueError(f"pass_ks={pass_ks!r} is not valid: expected a list of integers >= 1 (those <= k are "
+                         "reported)")
+    for p in pass_ks:
+        require_int(p, "pass_ks", 1)
+    require_number(timeout_s, "scoring.timeout_s", 0, low_open=True)
+    require_int(bootstrap_iters, "bootstrap.iters", 10)  # fewer resamples give intervals of (almost) no width
+    require_number(confidence, "bootstrap.confidence", 0, 1, low_open=True, high_open=True)
+    for key, v in (hf_options or {}).items():
+        if key == "batch_size":
+            require_int(v, "hf.batch_size", 1)
+    for key, v in (vllm_options or {}).items():
+        if key in ("tensor_parallel_size", "data_parallel_size"):
+            require_int(v, f"vllm.{key}", 1)
+        elif key == "gpu_memory_utilization":
+            require_number(v, "vllm.gpu_memory_utilization", 0, 1, low_open=True)
+    names = expand_tasks(tasks)
+    unsafe = [n for n in names if raw_config(n).get("unsafe_code")]
+    if unsafe and not allow_code_execution:  # replay too: scoring runs the code
+        raise ValueError(f"tasks {', '.join(unsafe)} run model-written code when scored; set "
+                         "allow_code_execution=true to run it in the sandbox (docs/ood.md), or leave them out")
+    if unsafe and allow_code_execution and check_model:
+        check_sandbox()  # before any data or model: raises if code cannot run here; one line on what is isolated
+    if data_dir is not None:
+        if not Path(data_dir).expanduser().is_dir():
+            raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder")
+        for n in names:  # every file checked before any is loaded
+            path = data_file(n, data_dir)
+            with open(path, "rb") as f:
+                if not any(line.strip() for line in f):
+                    raise ValueError(f"data_dir: {path} is empty; task {n!r} needs its problems there")
     if backend == "replay":
         if not replay_file:
-            raise ValueError("backend=replay needs replay_file=FILE")
+            raise ValueError("backend=replay needs replay_file=FILE (a JSONL of responses)")
         if not Path(replay_file).is_file():
-            raise FileNotFoundError(f"replay_file {replay_file} does not exist")
-    elif model is None:
-        raise ValueError(f"backend={backend} needs a model: a path, a hub id or an in-memory model "
-                         "(checkpoint=... on the command line)")
-    if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if limit is not None and int(limit) < 1:
-        raise ValueError(f"limit must be a positive number of problems, got {limit}")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    if temperature == 0 and k > 1 and backend != "replay":
-        raise ValueError("temperature=0 is greedy decoding: k > 1 would repeat the same response; use k=1")
-    if max_gen_toks is not None and int(max_gen_toks) < 1:
-        raise ValueError(f"max_gen_toks must be >= 1, got {max_gen_toks}")
-    if timeout_s <= 0:
-        raise ValueError(f"scoring timeout must be positive, got {timeout_s}")
+            raise FileNotFoundError(f"replay_file={str(replay_file)!r} does not exist")
+    elif check_model:
+        if model is None:
+            raise ValueError(f"backend={backend} needs a model: checkpoint=PATH (a model folder or a training run "
+                             "folder) or a hub id")
+        if isinstance(model, (str, Path)):  # else an in-memory model
+            require_model_path(model, "checkpoint", run_dir_ok=True)
+    if check_model and out_dir is not None:
+        require_output_dir(out_dir, "out")
+    return names
 
 
 def _model_label(model, replay_file) -> str:
