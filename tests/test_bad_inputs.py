@@ -158,7 +158,7 @@ CASES = [
     ("report n_boot=0", ["report", f"results_dir={FIXTURE}", "grid.name=fix", "n_boot=0", "out_dir=@OUT@"],
      ["n_boot=0 is not valid"]),
     ("report alpha=0", ["report", f"results_dir={FIXTURE}", "grid.name=fix", "alpha=0", "out_dir=@OUT@"],
-     ["alpha=0 is not valid", "(0, 1)"]),
+     ["alpha=0 is not valid", "(0, 0.5)"]),
     ("report out_dir is a file", ["report", f"results_dir={FIXTURE}", "grid.name=fix", "out_dir=@FILE@"],
      ["out_dir='@FILE@' is a file"]),
     ("report missing results_dir", ["report", "results_dir=@MISSING@", "out_dir=@OUT@"],
