@@ -69,14 +69,18 @@ def default_out(cfg, name: str) -> Path:
 
 
 def run_checkpoints(run: Path, base: str | None) -> list[Checkpoint]:
-    """Base model (step 0), every `checkpoints/checkpoint-N` in step order, then `final/` (step = last logged step)."""
+    """Base model (step 0), every saved intermediate model (`weights/step-N`, else `checkpoints/checkpoint-N`; labelled
+    checkpoint-N) in step order, then `final/` (its step from summary.json; a saved model of that same step is the
+    same weights and is left out)."""
     out = [Checkpoint("base", 0, base)] if base else []
-    out += [Checkpoint(p.name, step, str(p)) for step, p in rundir.complete_checkpoints(run).items()]
     final = rundir.final_model(run)
     if final is None:
         raise ConfigError(f"run={run}: no final model (training unfinished: no {rundir.SUMMARY}; or no weights in "
                           f"{run / rundir.FINAL})")
-    out.append(Checkpoint("final", rundir.final_step(run), str(final)))
+    last = rundir.final_step(run)
+    out += [Checkpoint(f"checkpoint-{step}", step, str(p)) for step, p in rundir.saved_weights(run).items()
+            if step < last]
+    out.append(Checkpoint("final", last, str(final)))
     return out
 
 

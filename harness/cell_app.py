@@ -5,10 +5,10 @@
     python -m harness.cell_app -m cell_dir=DIR1,DIR2,... hydra/launcher=submitit_slurm \
         hydra.launcher.nodes=N hydra.launcher.gpus_per_node=G hydra.launcher.timeout_min=... ...
 
-Inside a job (one task per node), every node runs `accelerate launch` with DeepSpeed ZeRO-3
-(configs/accelerate/zero3.yaml) over all the job's nodes; vLLM generates the rollouts (TRL's
-`use_vllm`, mode from `launcher.vllm_mode`); afterwards node 0 evaluates the checkpoints with the vLLM
-backend and writes status.json. `launcher.executor=submitit_local` runs the same path on one machine
+A cell has two jobs (harness/slurm.py `jobs`): `phase=train`, where every node (one task per node) runs
+`accelerate launch` with DeepSpeed ZeRO-3 (configs/accelerate/zero3.yaml) over all the job's nodes, vLLM generating
+the rollouts (TRL's `use_vllm`, mode from `launcher.vllm_mode`); then `phase=eval` on its own GPUs, which evaluates
+the stored weights (vLLM data parallel over the job's GPUs), runs the analyses and writes status.json. `launcher.executor=submitit_local` runs the same path on one machine
 (no accelerate: the cell runs in the job's process), which is how the tests exercise it. The submitting side is
 harness/slurm.py.
 """
@@ -56,9 +56,10 @@ def cell_job(cfg: DictConfig) -> str:
         import submitit
 
         node = submitit.JobEnvironment().node
-        run_cell(cdir, train_fn=lambda: _accelerate_train(cell, cdir, launcher), write=(node == 0))
+        run_cell(cdir, train_fn=lambda: _accelerate_train(cell, cdir, launcher), write=(node == 0), phase=cfg.phase,
+                 eval_overrides=tuple(cfg.eval_overrides))
     else:
-        run_cell(cdir)
+        run_cell(cdir, phase=cfg.phase, eval_overrides=tuple(cfg.eval_overrides))
     return read_status(cdir)["state"]
 
 

@@ -132,8 +132,8 @@ def train_overrides_for(cell: Cell, out_dir: Path | None = None) -> list[str]:
     """The `harness train` overrides that define this cell's training run."""
     ov = [f"model={cell.model}", f"variant={cell.variant}", f"trainer={cell.trainer}",
           f"data={cell.data}", f"seed={cell.seed}", *cell.train_overrides]
-    if cell.eval_every:
-        ov.append(f"trainer.save_steps={cell.eval_every}")
+    if cell.eval_every:  # the weights of every evaluated step (the resumable full states: trainer.save_steps)
+        ov.append(f"trainer.save_weights_steps={cell.eval_every}")
     if out_dir is not None:  # where it runs, and its name and group in TensorBoard / W&B (none change the weights)
         ov += [f"out={out_dir}", f"log.run_name={cell.cell_id}", f"log.group={cell.grid}"]
     return ov
@@ -280,7 +280,12 @@ def weights(cell: Cell, cdir: Path, step: int) -> Path | None:
     if step == cell.eval_steps[-1]:
         return rundir.final_model(train_dir)
 
-    return rundir.complete_checkpoints(train_dir).get(step)
+    return rundir.saved_weights(train_dir).get(step)
+
+
+def missing_evals(cell: Cell, cdir: Path) -> list[str]:
+    """The cell's evaluations (eval/<eval_id>/<label>/) not yet written (summary.csv is written last)."""
+    return [label for label in cell.eval_labels if not (cdir / "eval" / cell.eval_id / label / "summary.csv").exists()]
 
 
 def pending(cell: Cell, cdir: Path) -> tuple[str, ...]:
@@ -288,8 +293,7 @@ def pending(cell: Cell, cdir: Path) -> tuple[str, ...]:
 
     "train" when training has not finished, or when an evaluation or analysis still to run needs weights that
     are not on disk (weights never enter git: a fresh clone holds results, not models)."""
-    ev = cdir / "eval" / cell.eval_id
-    evals = [label for label in cell.eval_labels if not (ev / label / "summary.csv").exists()]
+    evals = missing_evals(cell, cdir)
     analyses = [a for a in cell.analysis_ids if not (cdir / "analysis" / a / f"{a.rsplit('-', 1)[0]}.csv").exists()]
     work = []
     if not cell.eval_only:
@@ -314,7 +318,7 @@ def eval_settings(cell: Cell, eval_root: Path) -> None:
             "identity": identity("eval", to_dict(load_config("eval", eval_overrides_for(cell))))})
 
 
-def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
+def _evaluate(cell: Cell, model_path: str, out_dir: Path, extra: tuple[str, ...] = ()) -> None:
     """Evaluate one model into out_dir (eval/<eval_id>/<label>/) unless it is already there (summary.csv is
     written last). eval/<eval_id>/eval.json records the settings the id stands for."""
     if (out_dir / "summary.csv").exists():
@@ -322,7 +326,7 @@ def _evaluate(cell: Cell, model_path: str, out_dir: Path) -> None:
     from harness.evaluation import main as eval_main
 
     eval_settings(cell, out_dir.parent)
-    rc = eval_main(load_config("eval", eval_overrides_for(cell, model_path, out_dir)))
+    rc = eval_main(load_config("eval", [*eval_overrides_for(cell, model_path, out_dir), *extra]))
     if rc:
         raise RuntimeError(f"evaluation of {model_path} exited with {rc}")
 
@@ -373,33 +377,49 @@ def _train_local(cell: Cell, train_dir: Path) -> None:
     train(load_config("train", train_overrides_for(cell, train_dir) + ["resume=true"]))
 
 
-def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
+PHASES = ("all", "train", "eval")
+
+
+def run_cell(cdir: str | Path, train_fn=None, write: bool = True, phase: str = "all",
+             eval_overrides: tuple[str, ...] = ()) -> None:
     """Do what the cell still needs (`pending`): train (resuming from a checkpoint), evaluate the steps not yet
     evaluated under its evaluation id, run its analyses; status.json is written last.
 
-    `train_fn` replaces the in-process training (the SLURM path runs accelerate); with `write=False`
-    (non-zero nodes of a multi-node job) the process only trains.
+    `phase`: "all" (the local launcher), or the two jobs of a cluster cell, so that evaluation never holds the
+    training nodes: "train" (train only; the status is left `pending`) and "eval" (evaluate and analyse the stored
+    weights; never trains). `eval_overrides` are performance settings of the job (e.g. vllm.data_parallel_size):
+    one that would change the evaluation id is refused. `train_fn` replaces the in-process training (the SLURM
+    path runs accelerate); with `write=False` (non-zero nodes of a multi-node job) the process only trains.
     """
+    if phase not in PHASES:
+        raise ConfigError(f"phase={phase!r} is not valid; choose one of: {', '.join(PHASES)}")
     cdir = Path(cdir)
     cell = load_cell(cdir)
     t0 = time.time()
     if write:
-        write_status(cdir, "running", **this_process())
+        write_status(cdir, "running", phase=phase, **this_process())
     try:
         timings = {}
         if "train" in pending(cell, cdir):
+            if phase == "eval":
+                raise RuntimeError(f"{cell.cell_id}: the weights to evaluate are not on disk; its training job "
+                                   "must run first")
             train_fn() if train_fn else _train_local(cell, cdir / "train")
             timings["train_s"] = round(time.time() - t0, 1)
         if not write:
             return
+        if phase == "train":
+            write_status(cdir, "pending", phase="eval", note="trained; evaluation still to run", **timings)
+            return
         t1 = time.time()
+        _check_eval_overrides(cell, eval_overrides)
         for label in cell.eval_labels:
             out = cdir / "eval" / cell.eval_id / label
             if (out / "summary.csv").exists():
                 continue
             model = base_model_path(cell, cdir.parents[2]) if cell.eval_only else \
                 str(weights(cell, cdir, rundir.parse_step(label)))
-            _evaluate(cell, model, out)
+            _evaluate(cell, model, out, eval_overrides)
         timings["eval_s"] = round(time.time() - t1, 1)
         t2 = time.time()
         _run_analyses(cell, cdir)
@@ -409,9 +429,16 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True) -> None:
                      eval_id=cell.eval_id, analyses=list(cell.analysis_ids), provenance=provenance())
     except BaseException as e:  # recorded, then re-raised so the process exits non-zero
         if write:
-            write_status(cdir, "failed", error=f"{type(e).__name__}: {e}",
+            write_status(cdir, "failed", error=f"{type(e).__name__}: {e}", phase=phase,
                          traceback=traceback.format_exc()[-4000:], wall_s=round(time.time() - t0, 1))
         raise
+
+
+def _check_eval_overrides(cell: Cell, extra: tuple[str, ...]) -> None:
+    """A job's own evaluation settings must leave the evaluation id as planned (performance keys only)."""
+    if extra and digest(identity("eval", _composed("eval", (*eval_overrides_for(cell), *extra)))) != cell.eval_id:
+        raise ConfigError(f"evaluation overrides {list(extra)} would change the evaluation id of {cell.cell_id}: "
+                          "only settings that change no result may be set per job (docs/runner.md)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,6 +466,34 @@ def cell_command(cell: Cell, cfg: DictConfig) -> str:
     return f"{sys.executable} -m harness.runner {cdir}"
 
 
+def cell_jobs(cell: Cell, cdir: Path) -> list[tuple[str, tuple]]:
+    """The jobs a cell still needs on a cluster: [(phase, (nodes, gpus per node, hours, evaluation overrides))].
+
+    A cell that still trains gets a training job (its `nodes` x `gpus_per_node` for `hours`); every cell to run gets
+    an evaluation job of its own (one node, `eval_gpus` for `eval_hours` per evaluation still missing, vLLM data
+    parallel over them; at least 15 minutes for the analyses and start-up), so evaluating never holds the training
+    nodes."""
+    r = cell.resources
+    out = []
+    if "train" in pending(cell, cdir):
+        out.append(("train", (r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 1)), ())))
+    missing = len(missing_evals(cell, cdir))
+    gpus = int(r.get("eval_gpus", 0))
+    extra = (f"vllm.data_parallel_size={gpus}",) if gpus > 1 else ()
+    out.append(("eval", (1, gpus, max(float(r.get("eval_hours", 0)) * missing, 0.25), extra)))
+    return out
+
+
+def job_groups(cells: list[Cell], results_dir) -> list[tuple[str, tuple, list[Path]]]:
+    """The cells' jobs grouped by (phase, resources): what harness/slurm.py submits, one multirun per group."""
+    groups: dict[tuple, list[Path]] = {}
+    for c in cells:
+        cdir = cell_dir(results_dir, c).resolve()
+        for phase, res in cell_jobs(c, cdir):
+            groups.setdefault((phase, res), []).append(cdir)
+    return [(phase, res, dirs) for (phase, res), dirs in groups.items()]
+
+
 def _mark(cell: Cell, cdir: Path) -> str:
     """The plan's word for a cell to run, by its most expensive part: train | retrain (training finished, but
     weights a new evaluation or analysis needs are not on disk) | eval (stored weights) | analyse | status
@@ -460,15 +515,23 @@ def print_plan(cells: list[Cell], todo: list[Cell], cfg: DictConfig) -> None:
           f"{counts['eval']} to evaluate (stored weights), {counts['analyse']} to analyse, "
           f"{counts['status']} status only; {counts['done']} done "
           f"(launcher={cfg.launcher.name}, results in {Path(cfg.results_dir) / 'runs' / cfg.grid.name})")
-    gpu_h = 0.0
+    gpu_h = eval_gpu_h = 0.0
+    n_evals = 0
     for c in cells:
-        r = c.resources
+        r, cdir = c.resources, cell_dir(cfg.results_dir, c)
         nodes, gpus, hours = r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 0))
         gpu_h += nodes * gpus * hours if marks[c.cell_id] in ("train", "retrain") else 0
+        # the evaluation job: the cell's evaluations still missing, on its own GPUs (never the training nodes)
+        todo_evals = missing_evals(c, cdir) if c.cell_id in todo_ids else []
+        egpus, ehours = int(r.get("eval_gpus", 0)), float(r.get("eval_hours", 0))
+        n_evals += len(todo_evals)
+        eval_gpu_h += len(todo_evals) * egpus * ehours
         print(f"  [{marks[c.cell_id]:<7}] {c.cell_id:<44} eval {c.eval_id}  {nodes} node(s) x {gpus} GPU(s) x "
-              f"{hours:g} h   {cell_command(c, cfg)}")
+              f"{hours:g} h; {len(todo_evals)} evaluation(s) x {egpus} GPU(s) x {ehours:g} h   {cell_command(c, cfg)}")
+
     print(f"totals: {len(todo)} cells to run, {counts['train'] + counts['retrain']} to train, "
-          f"{gpu_h:g} training GPU-hours (estimated)")
+          f"{gpu_h:g} training GPU-hours (estimated); {n_evals} evaluations, {eval_gpu_h:g} evaluation GPU-hours "
+          f"(estimated, in evaluation jobs of their own under launcher=slurm)")
 
 
 def _prepare(cells: list[Cell], cfg: DictConfig) -> None:
@@ -559,7 +622,7 @@ def main(cfg: DictConfig) -> int:
     if cfg.launcher.name == "slurm":
         from harness.slurm import submit
 
-        submit([cell_dir(cfg.results_dir, c) for c in todo], todo, cfg)
+        submit(job_groups(todo, cfg.results_dir), cfg)
         failed = sum(read_status(cell_dir(cfg.results_dir, c))["state"] != "complete" for c in todo)
     else:
         failed = _run_local(todo, cfg)

@@ -15,18 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from harness.core.io import REPO_ROOT
 
 
-def submit(cell_dirs: list[Path], cells: list, cfg: DictConfig) -> None:
-    """Launch cells as a Hydra multirun per resource group (blocks until the jobs end)."""
+def submit(groups: list[tuple[str, tuple, list[Path]]], cfg: DictConfig) -> None:
+    """Launch the cells' jobs, grouped as harness.runner.job_groups makes them ((phase, (nodes, gpus per node,
+    hours, evaluation overrides), cell folders)), one Hydra multirun per group: training jobs first (blocks until
+    they end), then the evaluation jobs."""
     launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
-    groups: dict[tuple, list[Path]] = {}
-    for cdir, cell in zip(cell_dirs, cells):
-        r = cell.resources
-        key = (r.get("nodes", 1), r.get("gpus_per_node", 0), float(r.get("hours", 1)))
-        groups.setdefault(key, []).append(Path(cdir).resolve())
-    for (nodes, gpus, hours), dirs in groups.items():
+    for phase, (nodes, gpus, hours, extra), dirs in sorted(groups, key=lambda j: j[0] != "train"):
         sweep_dir = dirs[0].parent / ".submitit"
-        ov = [f"cell_dir={','.join(map(str, dirs))}", f"hydra/launcher={launcher['executor']}",
-              f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.timeout_min={max(1, int(hours * 60))}"]
+        ov = [f"cell_dir={','.join(map(str, dirs))}", f"phase={phase}", f"hydra/launcher={launcher['executor']}",
+              f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.timeout_min={max(1, int(hours * 60))}",
+              f"eval_overrides=[{','.join(repr(e) for e in extra)}]"]
         if launcher["executor"] == "submitit_slurm":
             ov += [f"hydra.launcher.nodes={nodes}", f"hydra.launcher.gpus_per_node={gpus}",
                    "hydra.launcher.tasks_per_node=1", f"hydra.launcher.cpus_per_task={launcher['cpus_per_task']}",

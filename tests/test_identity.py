@@ -60,14 +60,14 @@ def test_ids_follow_what_changes_results():
     # performance and logging: no id changes
     same = mini("grid.eval.overrides=['k=16','hf.batch_size=7']")
     assert ids(same) == ids(ref) and evals(same) == evals(ref)
-    logged = mini("grid.train_overrides=['trainer.save_steps=20','trainer.report_to=tensorboard']")
+    logged = mini("grid.train_overrides=['trainer.save_weights_steps=20','trainer.report_to=tensorboard']")
     assert ids(logged) == ids(ref)
     # an evaluation setting: same cells, new evaluation and analysis ids (the analyses read the evaluation)
     k8 = mini("grid.eval.overrides=['k=8','hf.batch_size=400']")
     assert ids(k8) == ids(ref) and not evals(k8) & evals(ref)
     assert [c.analysis_ids for c in k8 if c.analyses] != [c.analysis_ids for c in ref if c.analyses]
     # a weight-changing setting: new training cells, the base cell (model only) stays
-    lr = mini("grid.train_overrides=['trainer.save_steps=20','trainer.learning_rate=1e-4']")
+    lr = mini("grid.train_overrides=['trainer.save_weights_steps=20','trainer.learning_rate=1e-4']")
     assert [a == b for a, b in zip(ids(lr), ids(ref))] == [c.eval_only for c in ref]
     # an analysis setting: only that analysis's id
     an = mini("grid.analyses.1.overrides=['samples={eval_dir}/samples_mini_id.jsonl','n_problems=40','k=4']")
@@ -83,7 +83,7 @@ def test_committed_mini_grid_is_complete_and_stays_so():
 
     assert todo() == []
     assert todo("grid.eval.overrides=['k=16','hf.batch_size=8']") == []
-    assert todo("grid.train_overrides=['trainer.save_steps=20','trainer.report_to=tensorboard']") == []
+    assert todo("grid.train_overrides=['trainer.save_weights_steps=20','trainer.report_to=tensorboard']") == []
     k8 = todo("grid.eval.overrides=['k=8','hf.batch_size=400']")
     assert len(k8) == 19
     for c in k8:

@@ -29,7 +29,8 @@ def tiny_grid(results_dir: Path, base: Path | None = None) -> list[str]:
     batch (configs/trainer/dapo_mini.yaml), checkpoints and evaluations every 4 steps, i.e. at rollout boundaries:
     TRL does not save a half-used rollout buffer, so only a resume at a boundary can repeat the same samples.
     The grid's analyses (entropy on the base, overlap and shift on trained seed-0 cells) run as configured."""
-    train = [f"model.path={base or results_dir / 'base'}", *WARM, "trainer.max_steps=8", "data.n_train=64"]
+    train = [f"model.path={base or results_dir / 'base'}", *WARM, "trainer.max_steps=8", "data.n_train=64",
+             "trainer.save_steps=4"]  # full states to resume from (evaluated weights: eval.every_n_steps)
     return [
         "grid=mini", f"results_dir={results_dir}", "report=false", "grid.variants=[full,top20]", "grid.seeds=[0]",
         f"grid.train_overrides=[{','.join(repr(o) for o in train)}]", "grid.eval.every_n_steps=4",

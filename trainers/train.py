@@ -4,7 +4,10 @@
 listing the valid choices), then writes into `cfg.out`:
     config.yaml, provenance.json              resolved config; provenance (git hash, versions, host, config sha256)
     metrics.jsonl                             one line per optimiser step (docs/training.md lists the fields)
-    checkpoints/checkpoint-N/                 TRL checkpoints every `trainer.save_steps` steps (0 = none)
+    checkpoints/checkpoint-N/                 TRL checkpoints (full state, for resuming) every `trainer.save_steps`
+                                              steps (0 = none), the last `trainer.save_total_limit` kept
+    weights/step-N/                           the weights alone every `trainer.save_weights_steps` steps (0 = none):
+                                              what evaluation curves and analyses read
     final/                                    save_pretrained layout of the final model + tokenizer
     summary.json                              written last: steps, wall time, provenance (harness/core/rundir.py)
     base_model/                               only for model=tiny: the random model it starts from
@@ -70,8 +73,9 @@ class TrainerSpec:
     gradient_checkpointing: bool
     use_vllm: bool
     vllm_mode: str
-    save_steps: int  # 0 = only the final model
-    save_total_limit: int | None
+    save_steps: int  # full resumable state every N steps; 0 = none
+    save_total_limit: int | None  # full states kept (the last ones); null = all
+    save_weights_steps: int  # the weights alone every N steps, for evaluation and analyses; 0 = none
     report_to: str  # none | tensorboard | wandb (TRL's report_to)
 
 
@@ -144,8 +148,10 @@ def validate(cfg, files: bool = True) -> Plan:
         raise ConfigError("trainer.num_generations must be >= 2 (group-relative advantages)")
     if not 0 <= spec.overlong_buffer <= spec.max_completion_length:
         raise ConfigError(f"trainer.overlong_buffer={spec.overlong_buffer} must be in [0, max_completion_length]")
-    if spec.save_steps < 0:
-        raise ConfigError(f"trainer.save_steps={spec.save_steps} must be >= 0 (0 = no intermediate checkpoints)")
+    for n in ("save_steps", "save_weights_steps"):
+        v = getattr(spec, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"trainer.{n}={v!r} must be an integer >= 0 (0 = none)")
     require_choice(spec.scale_rewards, ("group", "batch", "none"), "trainer.scale_rewards")
     require_choice(spec.report_to, ("none", "tensorboard", "wandb", "trackio"), "trainer.report_to")
     if spec.report_to != "none" and importlib.util.find_spec(spec.report_to) is None:
@@ -329,6 +335,41 @@ def _prepare_out(plan: Plan, cfg, resume: bool, write: bool = True) -> str | Non
     return ckpt
 
 
+def save_model_to(trainer, dest: Path) -> None:
+    """The trainer's model and tokenizer into `dest` (save_pretrained layout, the model's dtype: 16-bit for the Qwen3
+    presets; under ZeRO-3 the shards are gathered, configs/deepspeed/zero3.json), via `.<name>.tmp` and a rename so a
+    `dest` on disk is complete. Every rank calls it; the main one writes."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    tmp = dest.parent / f".{dest.name}.tmp"
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(tmp))  # gathers sharded weights on every rank, writes on the main one
+    if state.is_main_process:
+        trainer.processing_class.save_pretrained(str(tmp))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    state.wait_for_everyone()
+
+
+def save_weights_callback(trainer, out: Path, every: int):
+    """A TrainerCallback: every `every` optimiser steps (the last step excepted: final/ is that model), the weights
+    alone into weights/step-N/ for evaluation curves and analyses. They are kept apart from TRL's checkpoints (full
+    states with the optimizer, for resuming, of which `save_total_limit` are kept): a 32B model's weights are 66 GB in
+    bf16, its full state about 525 GB (docs/runner.md, "Checkpoints and disk")."""
+    from transformers import TrainerCallback
+
+    class SaveWeights(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            step = state.global_step
+            if step % every == 0 and step < args.max_steps and not rundir.weights_dir(out, step).exists():
+                save_model_to(trainer, rundir.weights_dir(out, step))
+
+    return SaveWeights()
+
+
 def _logging_env(plan: Plan) -> None:
     """Where TRL's report_to writes: TensorBoard event files in <out>/tensorboard/, W&B files under <out>/wandb/ in
     the run's group and project (transformers' callbacks read these variables when the trainer is built)."""
@@ -378,8 +419,11 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
             reward_funcs.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
     plan.dapo.metrics_path = str(out / "metrics.jsonl")
     _logging_env(plan)
-    return DAPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                       processing_class=tokenizer, dapo=plan.dapo)
+    trainer = DAPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, dapo=plan.dapo)
+    if s.save_weights_steps:
+        trainer.add_callback(save_weights_callback(trainer, out, s.save_weights_steps))
+    return trainer
 
 
 def train(cfg, reward_funcs: list | None = None) -> Path:
@@ -400,15 +444,8 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
     if trainer.state.global_step < plan.spec.max_steps:
         raise RuntimeError(f"training stopped at step {trainer.state.global_step} of {plan.spec.max_steps}")
 
-    final, tmp = out / "final", out / "final.tmp"
+    save_model_to(trainer, out / rundir.FINAL)
     if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    state.wait_for_everyone()
-    trainer.save_model(str(tmp))  # gathers sharded weights on every rank, writes on the main one
-    if state.is_main_process:
-        trainer.processing_class.save_pretrained(str(tmp))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
         atomic_write_json(out / rundir.SUMMARY, provenance(
             config_sha256=rundir.config_sha256(out), global_step=trainer.state.global_step, wall_time_s=round(time.time() - t0, 2), resumed_from=ckpt,
             processes=state.num_processes))

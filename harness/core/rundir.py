@@ -6,7 +6,12 @@ through these functions:
     config.yaml                  the resolved config (the only copy; other files name its sha256)
     provenance.json              git hash, library versions, host, the config's sha256
     metrics.jsonl                one line per optimiser step
-    checkpoints/checkpoint-N/    TRL checkpoints; complete once trainer_state.json (written last) is readable
+    checkpoints/checkpoint-N/    TRL checkpoints (full state for resuming: weights, optimizer, scheduler, RNG; the
+                                 last `save_total_limit` kept); complete once trainer_state.json (written last) is
+                                 readable
+    weights/step-N/              the model's weights (its dtype: 16-bit for the Qwen3 presets) and tokenizer after N
+                                 steps, for evaluation curves and analyses (`save_weights_steps`); written to
+                                 weights/.step-N.tmp and renamed, so a folder there is complete
     final/                       save_pretrained layout of the final model + tokenizer
     summary.json                 written last: the run has finished when it is readable
 
@@ -25,6 +30,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 FINAL = "final"
 CHECKPOINTS = "checkpoints"
+WEIGHTS = "weights"
 BASE = "base"
 
 
@@ -42,6 +48,22 @@ def complete_checkpoints(run_dir: str | Path, drop_partial: bool = False) -> dic
         except (FileNotFoundError, json.JSONDecodeError):
             if drop_partial:
                 shutil.rmtree(p, ignore_errors=True)
+    return dict(sorted(out.items()))
+
+
+def weights_dir(run_dir: str | Path, step: int) -> Path:
+    """Where the weights of step N are saved for evaluation (weights/step-N/)."""
+    return Path(run_dir, WEIGHTS, step_name(step))
+
+
+def saved_weights(run_dir: str | Path) -> dict[int, Path]:
+    """The intermediate models on disk by step: weights/step-N/, else a complete checkpoint-N (it holds the weights
+    too; runs written before weights/ existed). The final model is `final_model`."""
+    out = {s: p for s, p in complete_checkpoints(run_dir).items()}
+    for p in Path(run_dir, WEIGHTS).glob("step-*"):
+        step = parse_step(p.name)
+        if step is not None and (p / "config.json").exists():
+            out[step] = p
     return dict(sorted(out.items()))
 
 
