@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-BENCHMARKS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva_math": 272, "olympiadbench": 675,
+BENCHMARKS = {"aime2024": 30, "aime2025": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
               "livecodebench": 100}
 MODELS = [("Qwen3-8B-Base", 8.0), ("Qwen3-14B-Base", 14.0), ("Qwen3-32B-Base", 32.0), ("Big-72B", 72.0)]
 VARIANTS = [("full", 1.0), ("top10", 0.1), ("top20", 0.2), ("top50", 0.5), ("bottom80", 0.8)]

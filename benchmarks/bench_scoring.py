@@ -28,7 +28,7 @@ from pathlib import Path
 from harness.core.scoring import close_pool, get_pool, score_math
 from harness.tasks.math.utils import gold_of
 
-TASKS = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]
+DATA_FILES = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]  # ../shared/data/math/*.jsonl
 FILLER = ("We consider the cases one at a time. Let $x$ be the unknown; then $2x + 3 = 7$ gives $x = 2$, "
           "and substituting back we check that the constraint holds. ")
 
@@ -85,7 +85,7 @@ def variant(g: str) -> str:
 def make_samples(data: Path, per_problem: int, hostile_rate: float, seed: int):
     rng = random.Random(seed)
     golds = []
-    for t in TASKS:
+    for t in DATA_FILES:
         with open(data / f"{t}.jsonl", encoding="utf-8") as f:
             golds += [gold_of(json.loads(x)) for x in f if x.strip()]
     responses, gold_list, kinds = [], [], []

@@ -273,7 +273,7 @@ def test_processor_in_hf_generate(tiny):
 
 
 def test_analyze_temperature_scores_each_setting_through_evaluate(tiny, math_data_dir, tmp_path):
-    rc = cli(["analyze", "temperature", f"model_path={tiny['a']}", "tasks=[aime24]", f"data_dir={math_data_dir}",
+    rc = cli(["analyze", "temperature", f"model_path={tiny['a']}", "tasks=[aime2024]", f"data_dir={math_data_dir}",
               "n_problems=2", "k=2", "max_new_tokens=6", "t_high=[1.0]", "t_low=[0.0,1.0]", f"out={tmp_path}"])
     assert rc == 0
     df = pd.read_csv(tmp_path / "temperature.csv")
@@ -281,7 +281,7 @@ def test_analyze_temperature_scores_each_setting_through_evaluate(tiny, math_dat
     assert sorted(zip(acc.t_high, acc.t_low)) == [(1.0, 0.0), (1.0, 1.0)]
     assert acc.value.between(0, 100).all() and (acc.n_problems == 2).all()
     replay = read_jsonl(tmp_path / "temperature" / "th1_tl0" / "replay.jsonl")
-    assert len(replay) == 2 and all(len(r["responses"]) == 2 and r["task"] == "aime24" for r in replay)
+    assert len(replay) == 2 and all(len(r["responses"]) == 2 and r["task"] == "aime2024" for r in replay)
     assert (tmp_path / "temperature" / "th1_tl0" / "summary.csv").exists()  # written by evaluate()
     assert (tmp_path / "temperature.png").exists()
 

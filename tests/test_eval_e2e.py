@@ -25,7 +25,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
     out = tmp_path / "eval"
-    df = evaluate(str(tiny_dir), tasks=["aime24", "math500"], out_dir=out, backend="hf", k=K, limit=2,
+    df = evaluate(str(tiny_dir), tasks=["aime2024", "math500"], out_dir=out, backend="hf", k=K, limit=2,
                   data_dir=math_data_dir, max_gen_toks=GEN, hf_options={"batch_size": 8, "device": "cpu"},
                   bootstrap_iters=100)
     summary = pd.read_csv(out / "summary.csv")
@@ -33,7 +33,7 @@ def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
     assert set(summary.metric) == {"avg@k", "pass@k", "maj@k", "len@k", "truncated", "no_answer"}
     assert sorted(summary[summary.metric == "pass@k"].k.unique().tolist()) == [1, 2, 4]  # 8, 16 > k are left out
     assert (summary.n_problems == 2).all() and (summary.n_samples == K).all()
-    for name in ("aime24", "math500"):
+    for name in ("aime2024", "math500"):
         samples = read_jsonl(out / f"samples_{name}.jsonl")
         assert len(samples) == 2
         for s in samples:
@@ -49,13 +49,13 @@ def test_tiny_model_end_to_end_from_a_path(tiny_dir, math_data_dir, tmp_path):
         assert result["counts"]["length_unit"] == "tokens (generated, EOS included)"
         gen = result["generation_kwargs"]  # what lm-eval was given: sampling set with T, no top-k, no seed
         assert gen["do_sample"] is True and gen["temperature"] == 1.0 and gen["top_k"] == 0 and "seed" not in gen
-    len_row = df[(df.benchmark == "aime24") & (df.metric == "len@k")].iloc[0]
+    len_row = df[(df.benchmark == "aime2024") & (df.metric == "len@k")].iloc[0]
     assert 0 < len_row.value <= GEN
 
     # the samples file replays to the same correctness and lengths
-    again = evaluate(tasks="aime24", backend="replay", replay_file=out / "samples_aime24.jsonl",
+    again = evaluate(tasks="aime2024", backend="replay", replay_file=out / "samples_aime2024.jsonl",
                      data_dir=math_data_dir, out_dir=tmp_path / "replay", k=K, bootstrap_iters=100)
-    first = df[df.benchmark == "aime24"].set_index(["metric", "k"]).value
+    first = df[df.benchmark == "aime2024"].set_index(["metric", "k"]).value
     assert again.set_index(["metric", "k"]).value.to_dict() == first.to_dict()
 
 
@@ -75,16 +75,16 @@ def test_tiny_model_in_memory_keeps_training_mode(tiny_dir, math_data_dir):
 
 def test_context_is_checked_before_generating(tiny_dir, math_data_dir):
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        evaluate(str(tiny_dir), tasks="aime24", k=1, limit=1, data_dir=math_data_dir, max_gen_toks=10_000,
+        evaluate(str(tiny_dir), tasks="aime2024", k=1, limit=1, data_dir=math_data_dir, max_gen_toks=10_000,
                  temperature=0.0, hf_options={"device": "cpu", "max_length": 1024})
 
 
 def test_cli_eval_and_tasks(tiny_dir, math_data_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = cli_main(["eval", f"checkpoint={tiny_dir}", "tasks=[aime25]", f"k={K}", "limit=1", f"data_dir={math_data_dir}",
+    rc = cli_main(["eval", f"checkpoint={tiny_dir}", "tasks=[aime2025]", f"k={K}", "limit=1", f"data_dir={math_data_dir}",
                    "generation.max_gen_toks=8", "hf.device=cpu", "bootstrap.iters=10", f"out={out}"])
-    assert rc == 0 and (out / "summary.csv").exists() and (out / "results_aime25.json").exists()
-    assert cli_main(["eval", "tasks=aime25"]) == 2  # no out=: a config error, before any work
+    assert rc == 0 and (out / "summary.csv").exists() and (out / "results_aime2025.json").exists()
+    assert cli_main(["eval", "tasks=aime2025"]) == 2  # no out=: a config error, before any work
     assert cli_main(["eval", "backend=nope", f"out={out}"]) == 2
     assert cli_main(["tasks"]) == 0
     assert "olympiadbench" in capsys.readouterr().out
@@ -93,7 +93,7 @@ def test_cli_eval_and_tasks(tiny_dir, math_data_dir, tmp_path, capsys):
 def test_vllm_context_is_checked_before_the_engine_starts(tiny_dir, math_data_dir):
     # vllm is not installed here: the check must fail first, naming the context
     with pytest.raises(ValueError, match="exceeds the model's context"):
-        evaluate(str(tiny_dir), tasks="aime24", backend="vllm", k=1, limit=1, data_dir=math_data_dir,
+        evaluate(str(tiny_dir), tasks="aime2024", backend="vllm", k=1, limit=1, data_dir=math_data_dir,
                  max_gen_toks=10_000, temperature=0.0, vllm_options={"max_model_len": 2048})
 
 
@@ -104,9 +104,9 @@ def test_lengths_are_the_generated_token_counts(tiny_dir, math_data_dir, tmp_pat
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    evaluate(model, tasks="aime24", tokenizer=tok, k=1, limit=2, data_dir=math_data_dir, max_gen_toks=GEN,
+    evaluate(model, tasks="aime2024", tokenizer=tok, k=1, limit=2, data_dir=math_data_dir, max_gen_toks=GEN,
              temperature=0.0, out_dir=tmp_path, bootstrap_iters=10)
-    for s in read_jsonl(tmp_path / "samples_aime24.jsonl"):
+    for s in read_jsonl(tmp_path / "samples_aime2024.jsonl"):
         ids = tok(s["prompt"], return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GEN, do_sample=False,

@@ -2,6 +2,7 @@
 \\boxed{gold}, scores 100% and a wrong answer 0%, problem by problem (through backend=replay)."""
 import json
 import logging
+import os
 import re
 
 import pytest
@@ -12,16 +13,16 @@ from harness.core.io import read_jsonl
 from harness.core.scoring import Score
 from harness.tasks.math.utils import gold_of, problem_of
 
-MATH = ["aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench"]
-SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva_math": 272, "olympiadbench": 675}
+MATH = ["aime2024", "aime2025", "amc23", "math500", "minerva", "olympiadbench"]
+SIZES = {"aime2024": 30, "aime2025": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675}
 
 
 def test_math_group_is_the_six():
     assert expand_tasks("math") == MATH
-    assert expand_tasks(["aime24", "math"]) == MATH  # no duplicates, order kept
-    assert expand_tasks("aime25,amc23") == ["aime25", "amc23"]
-    with pytest.raises(ValueError, match="unknown task or group 'aime2024'.*groups: .*math"):
-        expand_tasks("aime2024")
+    assert expand_tasks(["aime2024", "math"]) == MATH  # no duplicates, order kept
+    assert expand_tasks("aime2025,amc23") == ["aime2025", "amc23"]
+    with pytest.raises(ValueError, match="unknown task or group 'aime2023'.*groups: .*math"):
+        expand_tasks("aime2023")
 
 
 def test_every_task_in_the_folder_follows_the_contract():
@@ -63,8 +64,10 @@ def _wrong(gold: str) -> str:
 
 def test_every_gold_scores_100_and_a_wrong_answer_0(real_math_dir, tmp_path):
     lines = []
+    from harness.evaluation.tasks import data_file
+
     for name in MATH:
-        with open(real_math_dir / f"{name}.jsonl", encoding="utf-8") as f:
+        with open(data_file(name, real_math_dir), encoding="utf-8") as f:
             rows = [json.loads(x) for x in f if x.strip()]
         assert len(rows) == SIZES[name]
         for row in rows:
@@ -90,45 +93,48 @@ def test_replay_reads_back_its_own_samples_and_checks_its_input(math_data_dir, t
     every = [json.loads(x) for x in open(math_data_dir / "aime24.jsonl", encoding="utf-8")]
     rows = every[:5]
     f = tmp_path / "r.jsonl"
+    # the lines carry the task's old name (aime24, before issue 13): replay reads them as aime2024
     f.write_text("".join(json.dumps({"task": "aime24", "problem": problem_of(r),
                                      "responses": [f"\\boxed{{{gold_of(r)}}}", "none", "\\boxed{1}"]}) + "\n"
                          for r in rows))
-    first = evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir,
+    first = evaluate(tasks="aime2024", backend="replay", replay_file=f, data_dir=math_data_dir,
                      out_dir=tmp_path / "a", k=3, bootstrap_iters=50)
-    again = evaluate(tasks="aime24", backend="replay", replay_file=tmp_path / "a" / "samples_aime24.jsonl",
+    again = evaluate(tasks="aime2024", backend="replay", replay_file=tmp_path / "a" / "samples_aime2024.jsonl",
                      data_dir=math_data_dir, out_dir=tmp_path / "b", k=3, bootstrap_iters=50)
     assert first.value.tolist() == again.value.tolist()
-    result = json.loads((tmp_path / "a" / "results_aime24.json").read_text())
+    result = json.loads((tmp_path / "a" / "results_aime2024.json").read_text())
     assert result["counts"]["n_missing"] == len(every) - 5 and result["counts"]["length_unit"].startswith("words")
-    assert result["provenance"]["task_versions"] == {"aime24": 2}
+    assert result["provenance"]["task_versions"] == {"aime2024": 2}
     assert result["protocol"]["k"] == 3
     # fewer responses in the file than k: the k actually scored is recorded (and said), as is the word fallback
     with caplog.at_level(logging.WARNING):
-        evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir, out_dir=tmp_path / "c",
+        evaluate(tasks="aime2024", backend="replay", replay_file=f, data_dir=math_data_dir, out_dir=tmp_path / "c",
                  k=16, bootstrap_iters=50)
-    result = json.loads((tmp_path / "c" / "results_aime24.json").read_text())
+    result = json.loads((tmp_path / "c" / "results_aime2024.json").read_text())
     assert (result["protocol"]["k"], result["protocol"]["k_requested"], result["counts"]["n_samples"]) == (3, 16, 3)
     assert "k=16 was asked for" in caplog.text and "counts whitespace-separated WORDS" in caplog.text
     # a problem that is not in the benchmark is an error, named
-    f.write_text(json.dumps({"task": "aime24", "problem": "What is 1+1?", "responses": ["2"]}) + "\n")
+    f.write_text(json.dumps({"task": "aime2024", "problem": "What is 1+1?", "responses": ["2"]}) + "\n")
     with pytest.raises(ValueError, match="not in the benchmark"):
-        evaluate(tasks="aime24", backend="replay", replay_file=f, data_dir=math_data_dir, k=1)
+        evaluate(tasks="aime2024", backend="replay", replay_file=f, data_dir=math_data_dir, k=1)
 
 
 def test_missing_data_file_fails_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="aime24.jsonl"):
-        evaluate("no-such-model", tasks="aime24", data_dir=tmp_path, k=1)
+        evaluate("no-such-model", tasks="aime2024", data_dir=tmp_path, k=1)
 
 
 def test_unreachable_dataset_is_one_line_naming_the_task_and_data_dir(monkeypatch):
     from harness.evaluation import tasks as T
 
-    cfg = T.raw_config("aime24")
-    monkeypatch.setattr(T, "raw_config", lambda name: {**cfg, "dataset_path": "no-such-org/no-such-dataset"})
+    cfg = T.raw_config("aime2024")
+    bad = {**cfg, "dataset_kwargs": {"path": "no-such-org/no-such-dataset", "split": "test"}}
+    monkeypatch.setattr(T, "raw_config", lambda name: bad)
     with pytest.raises(ValueError) as e:  # offline (conftest): datasets raises a ConnectionError inside lm-eval
-        T.build_task("aime24", k=1, temperature=0.0, top_p=1.0, max_gen_toks=8)
+        T.build_task("aime2024", k=1, temperature=0.0, top_p=1.0, max_gen_toks=8)
     msg = str(e.value)
-    assert "\n" not in msg and "task aime24" in msg and "no-such-org/no-such-dataset" in msg and "data_dir=" in msg
+    assert "\n" not in msg and "task aime2024" in msg and "no-such-org/no-such-dataset" in msg
+    assert "data_dir=" in msg and "aime24.jsonl" in msg  # the file the task reads from a data_dir
 
 
 def test_math_scorer_contract():
@@ -167,3 +173,46 @@ def test_every_eval_config_key_is_documented():
     from harness.core.config import load_config
 
     load_config("eval", [])  # and it composes
+
+
+def test_no_task_or_group_shadows_an_lm_eval_builtin():
+    # with --include_path, a task of ours named like a built-in replaces it (lm-eval's minerva_math is a group of
+    # MATH subjects, ours was the 272 OCW problems): names must stay disjoint from the installed lm-eval's
+    from lm_eval.tasks import TaskManager
+
+    builtin = TaskManager(include_defaults=True).task_index
+    assert not sorted(set(task_manager().task_index) & set(builtin))
+
+
+def test_old_task_names_are_refused_with_the_new_name():
+    with pytest.raises(ValueError, match="is now called 'aime2024'"):
+        expand_tasks("aime24")
+
+
+def test_stock_lm_eval_reports_our_metrics_from_local_files(math_data_dir, tmp_path):
+    # stock lm-eval, as a user would run it: our tasks by --include_path, local files by --metadata data_dir;
+    # lm-eval's dummy model answers "lol" (no \boxed{}), so every response is wrong: acc 0 of 16 responses
+    import subprocess
+    import sys
+
+    from harness.tasks import TASKS_DIR
+
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "dummy", "--include_path", str(TASKS_DIR), "--tasks",
+           "aime2024,minerva", "--metadata", json.dumps({"data_dir": str(math_data_dir)}), "--limit", "2",
+           "--output_path", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "overrides existing task" not in run.stderr
+    out = json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]
+    for task in ("aime2024", "minerva"):
+        assert out[task]["acc,all"] == 0.0 and out[task]["pass_at_k,all"] == 0.0  # metric,filter
+        assert out[task]["n_responses,all"] == 16
+
+
+def test_math_process_results_scores_every_response():
+    from harness.tasks.math.utils import process_results
+
+    doc = {"problem": "p", "gold": "\\frac{1}{2}"}
+    # lm-eval passes the k responses of one problem as one list (the take_first_k filter)
+    got = process_results(doc, [["so \\boxed{0.5}", "no box", "\\boxed{2}", "\\boxed{\\tfrac12}"]])
+    assert got == {"acc": 0.5, "pass_at_k": 1.0, "n_responses": 4}

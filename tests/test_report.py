@@ -46,27 +46,28 @@ def test_tables_match_expected_exactly(report):
 def test_table_entries_by_hand(report):
     t = _long(report)
     acc = t[t["label"] == "Acc"].set_index(["model", "variant", "benchmark"])
+    # (the fixture's results carry the name aime24, from before issue 13: they read as aime2024)
     # Qwen3-8B-Base full, aime24: problem scores 25, 50, 0, 100 -> 43.75; sd 42.70 -> 43.75 +- 1.96*42.70/2
-    r = acc.loc[("Qwen3-8B-Base", "full", "aime24")]
+    r = acc.loc[("Qwen3-8B-Base", "full", "aime2024")]
     assert r["value"] == pytest.approx(43.75) and r["ci_low"] == pytest.approx(1.9083, abs=1e-4)
     assert r["ci_method"] == "one run: problems only" and r["n_seeds"] == 1
     # top20 aime24: 50, 75, 0, 100 -> 56.25; per-problem differences 25, 25, 0, 0 -> +12.50, paired CI [0, 25]
-    r = acc.loc[("Qwen3-8B-Base", "top20", "aime24")]
+    r = acc.loc[("Qwen3-8B-Base", "top20", "aime2024")]
     assert r["value"] == pytest.approx(56.25) and r["delta"] == pytest.approx(12.5)
     assert (r["delta_ci_low"], r["delta_ci_high"]) == (0.0, 25.0)
     # Avg of aime24 and math500 (the paper's benchmarks present): (43.75 + 62.50) / 2 = 53.125
     assert acc.loc[("Qwen3-8B-Base", "full", "Avg"), "value"] == pytest.approx(53.125)
-    assert acc.loc[("Qwen3-8B-Base", "full", "Avg"), "avg_of"] == "aime24 math500"
+    assert acc.loc[("Qwen3-8B-Base", "full", "Avg"), "avg_of"] == "aime2024 math500"
     # base row: one base evaluation per model (the first complete cell's): 0, 25, 0, 50 -> 18.75
-    assert acc.loc[("Qwen3-8B-Base", "base", "aime24"), "value"] == pytest.approx(18.75)
+    assert acc.loc[("Qwen3-8B-Base", "base", "aime2024"), "value"] == pytest.approx(18.75)
     # two seeds pooled: 32B full aime24 is the mean of the seeds' values
     s = pd.read_csv(report.out_dir / "summary.csv")
-    seeds = s[(s["model"] == "Qwen3-32B-Base") & (s["variant"] == "full") & (s["benchmark"] == "aime24")
+    seeds = s[(s["model"] == "Qwen3-32B-Base") & (s["variant"] == "full") & (s["benchmark"] == "aime2024")
               & (s["metric"] == "avg@k") & (s["step"] == 4)]["value"]
     assert len(seeds) == 2
-    assert acc.loc[("Qwen3-32B-Base", "full", "aime24"), "value"] == pytest.approx(seeds.mean())
+    assert acc.loc[("Qwen3-32B-Base", "full", "aime2024"), "value"] == pytest.approx(seeds.mean())
     # its interval holds the two runs: stats.run_interval of the [2 seeds, 4 problems] scores read back here
-    r = acc.loc[("Qwen3-32B-Base", "full", "aime24")]
+    r = acc.loc[("Qwen3-32B-Base", "full", "aime2024")]
     y = np.stack([read_samples(FIXTURE / "runs" / "fix" / c / "eval" / "step-4" / "samples_aime24.jsonl").acc
                   for c in ("q32-full-s1", "q32-full-s2")])  # [2, 4]
     ri = stats.run_interval([[y]], [1.0], 0.05)
@@ -179,7 +180,7 @@ def test_deterministic_and_step_option(tmp_path, report):
     early = build_report(FIXTURE, "fix", out_dir=tmp_path / "b", step=2, make_figures=False)
     t = _long(early).set_index(["label", "model", "variant", "benchmark"])
     # at step 2 the hand-made 8B cells hold the base pattern: 0, 25, 0, 50 -> 18.75
-    assert t.loc[("Acc", "Qwen3-8B-Base", "full", "aime24"), "value"] == pytest.approx(18.75)
+    assert t.loc[("Acc", "Qwen3-8B-Base", "full", "aime2024"), "value"] == pytest.approx(18.75)
 
 
 def test_analysis_outputs_included(tmp_path):
@@ -523,17 +524,17 @@ def test_reads_real_evaluation_output(math_data_dir, tmp_path):
                   "responses": [f"\\boxed{{{gold_of(r)}}}" if i < n else "\\boxed{-1}" for i in range(2)]}
                  for r, n in zip(rows, n_right)]
         (tmp_path / f"{variant}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-        evaluate(tasks="aime24", backend="replay", replay_file=tmp_path / f"{variant}.jsonl", data_dir=math_data_dir,
+        evaluate(tasks="aime2024", backend="replay", replay_file=tmp_path / f"{variant}.jsonl", data_dir=math_data_dir,
                  out_dir=cd / "eval" / "step-1", k=2, bootstrap_iters=100, pass_ks=(1, 2))
     res = build_report(tmp_path, "real", make_figures=False, models={"qwen3_8b": {"name": "Qwen3-8B-Base",
                                                                                    "size_b": 8}})
     assert not res.issues
     t = _long(res).set_index(["label", "variant", "benchmark"])
     # full: 1/2, 1/2, 0, 2/2 -> 50.00; top20: 1, 1, 1/2, 1 -> 87.50; paired differences 50, 50, 50, 0 -> +37.50
-    assert t.loc[("Acc", "full", "aime24"), "value"] == pytest.approx(50.0)
-    assert t.loc[("Acc", "top20", "aime24"), "value"] == pytest.approx(87.5)
-    assert t.loc[("Acc", "top20", "aime24"), "delta"] == pytest.approx(37.5)
-    assert t.loc[("Acc", "top20", "aime24"), "delta_method"] == "one run: paired bootstrap over problems only"
+    assert t.loc[("Acc", "full", "aime2024"), "value"] == pytest.approx(50.0)
+    assert t.loc[("Acc", "top20", "aime2024"), "value"] == pytest.approx(87.5)
+    assert t.loc[("Acc", "top20", "aime2024"), "delta"] == pytest.approx(37.5)
+    assert t.loc[("Acc", "top20", "aime2024"), "delta_method"] == "one run: paired bootstrap over problems only"
     c = pd.read_csv(res.out_dir / "published_comparison.csv", dtype={"published": str})
     r = c[(c["model"] == "Qwen3-8B-Base") & (c["variant"] == "top20") & (c["benchmark"] == "AIME24")
           & (c["metric"] == "Acc@16")].iloc[0]

@@ -1,15 +1,18 @@
 """`backend=replay`: re-score generations made elsewhere, without a model.
 
-The file is JSONL, one line per problem: `{"task": "aime24", "problem": "<text>", "responses": ["...", ...]}`
+The file is JSONL, one line per problem: `{"task": "aime2024", "problem": "<text>", "responses": ["...", ...]}`
 (optional `lengths` and `truncated`: per response, as written by our own samples files). Lines are matched to the
 benchmark's problems by their text (whitespace collapsed). A line whose problem is not in the benchmark is an
-error; benchmark problems without a line are left out and counted (`n_missing` in the results JSON).
+error; benchmark problems without a line are left out and counted (`n_missing` in the results JSON). A task
+renamed since the file was written (aime24 -> aime2024, harness.tasks.RENAMED) is read under its current name.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+
+from harness.tasks import current_name
 
 
 def problem_key(text: str) -> str:
@@ -33,7 +36,7 @@ def read_replay(path: str | Path) -> dict[str, list[dict]]:
             missing = [k for k in ("task", "problem", "responses") if k not in row]
             if missing or not isinstance(row.get("responses"), list):
                 raise ValueError(f"{path}:{n}: needs task, problem and a list of responses (missing {missing})")
-            by_task.setdefault(str(row["task"]), []).append(row)
+            by_task.setdefault(current_name(str(row["task"])), []).append(row)
     return by_task
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.tasks import TASKS_DIR, count_responses
+from harness.tasks import RENAMED, TASKS_DIR, count_responses
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +34,9 @@ def expand_tasks(tasks: str | Sequence[str]) -> list[str]:
 
     def add(name: str, seen: tuple[str, ...] = ()) -> None:
         entry = index.get(name)
+        if entry is None and name in RENAMED:
+            raise ValueError(f"task {name!r} is now called {RENAMED[name]!r} (renamed so as not to replace "
+                             f"lm-eval's built-in {name!r}); use tasks={RENAMED[name]}")
         if entry is None:
             groups = sorted(n for n, e in index.items() if e.kind == Kind.GROUP)
             leaves = sorted(n for n, e in index.items() if e.kind == Kind.TASK)
@@ -65,8 +68,14 @@ def raw_config(name: str) -> dict[str, Any]:
     return load_yaml(task_manager().task_index[name].yaml_path, resolve_func=True, recursive=True)
 
 
+def data_file_name(name: str) -> str:
+    """The file a task reads from a data_dir: its `metadata.data_file` (the benchmark copies keep their file names,
+    e.g. aime24.jsonl for aime2024), else `<task>.jsonl`."""
+    return str((raw_config(name).get("metadata") or {}).get("data_file") or f"{name}.jsonl")
+
+
 def data_file(name: str, data_dir: str | Path) -> Path:
-    path = Path(data_dir).expanduser() / f"{name}.jsonl"
+    path = Path(data_dir).expanduser() / data_file_name(name)
     if not path.is_file():
         raise FileNotFoundError(f"data_dir: task {name!r} needs {path}, which does not exist")
     return path.resolve()
@@ -125,9 +134,10 @@ def build_task(name: str, *, k: int, temperature: float, top_p: float, max_gen_t
     except (ConnectionError, OSError) as e:  # offline, not downloaded, gated (datasets raises these kinds)
         if data_dir is not None:
             raise
-        raise ValueError(f"task {name}: cannot load its dataset {cfg.get('dataset_path')!r} "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); without network, "
-                         f"set data_dir=DIR to a folder holding {name}.jsonl (e.g. data_dir=../shared/data/math)"
+        where = cfg.get("dataset_path") or (cfg.get("dataset_kwargs") or {}).get("path")
+        raise ValueError(f"task {name}: cannot load its dataset {where!r} ({type(e).__name__}); without network, "
+                         f"set data_dir=DIR to a folder holding {data_file_name(name)} "
+                         "(e.g. data_dir=../shared/data/math)"
                          ) from None
 
 
@@ -193,8 +203,8 @@ def list_tasks(data_dir: str | Path | None = None) -> list[dict]:
     for name in sorted(n for n, e in index.items() if e.kind == Kind.TASK):
         info = task_info(name)
         size: Any = (raw_config(name).get("metadata") or {}).get("size", "?")
-        if data_dir is not None and (Path(data_dir) / f"{name}.jsonl").is_file():
-            with open(Path(data_dir) / f"{name}.jsonl", encoding="utf-8") as f:
+        if data_dir is not None and (Path(data_dir) / data_file_name(name)).is_file():
+            with open(Path(data_dir) / data_file_name(name), encoding="utf-8") as f:
                 size = sum(1 for line in f if line.strip())
         rows.append({"task": name, "size": size, "version": info.version, "source": info.source,
                      "scorer": info.scorer, "groups": ",".join(sorted(groups.get(name, [])))})

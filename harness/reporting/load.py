@@ -22,6 +22,7 @@ import yaml
 from harness.core import rundir
 from harness.core.status import cell_state
 from harness.reporting import checks
+from harness.tasks import current_name
 
 SUMMARY_COLUMNS = ["grid", "cell_id", "model", "variant", "rho", "seed", "step", "benchmark", "metric", "k",
                    "value", "ci_low", "ci_high", "n_problems", "n_samples", "git_hash"]
@@ -455,6 +456,14 @@ def _read_evals(cell: dict, grid: str, is_base_source: bool, out: dict, issues: 
             out["samples"].setdefault((cell["cell_id"], label), {})[b] = scores
 
 
+def _rename_benchmarks(out: dict) -> None:
+    """Results written before a task was renamed (aime24 -> aime2024, harness.tasks.RENAMED) read under the
+    current name, so old and new evaluations compare and map onto the paper's names."""
+    for row in (*out["summary"], *out["evals"]):
+        row["benchmark"] = current_name(row["benchmark"])
+    out["samples"] = {key: {current_name(b): v for b, v in by_bench.items()} for key, by_bench in out["samples"].items()}
+
+
 def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: dict | None = None) -> GridData:
     """Read results/runs/<grid>/*/ (cells) and analysis outputs; only complete cells enter summary and samples.
 
@@ -480,6 +489,7 @@ def load_grid(results_dir: Path, grid: str, step: str | int = "last", models: di
         if tm.exists():
             expected = cell["status_steps"] if cell["runner"] and isinstance(cell["status_steps"], int) else None
             train.extend(_read_train(tm, cell["cell_id"], expected, issues))
+    _rename_benchmarks(out)
     # a kept cell's analyses: the folders its status.json names (analysis/<name>-<id>/) and analysis/ itself (ad hoc)
     analysis = sorted({*(p for c in cells for d in c["analysis_dirs"] for p in (*d.glob("*.png"), *d.glob("*.csv"))),
                        *(results_dir / grid / "analysis").glob("**/*.png"),

@@ -32,8 +32,8 @@ from harness.metrics import pass_at_k_curve
 from harness.reporting import stats
 from harness.reporting.load import ProblemScores
 
-PAPER_BENCHMARKS = {"aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23", "math500": "MATH500",
-                    "minerva_math": "Minerva", "olympiadbench": "OlympiadBench"}
+PAPER_BENCHMARKS = {"aime2024": "AIME24", "aime2025": "AIME25", "amc23": "AMC23", "math500": "MATH500",
+                    "minerva": "Minerva", "olympiadbench": "OlympiadBench"}
 AVG = "Avg"
 PAPER_AVG = "Average6"
 PAPER_METRICS = {"Acc": "avg@k", "Len": "len@k"}  # published "Acc@16" -> our avg@k with k = 16
