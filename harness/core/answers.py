@@ -446,7 +446,8 @@ _TEXT_UNIT_RE = re.compile(r"\\text\{([^{}]*)\}(?:\s*\^\s*\{?(-?[1-4])\}?)?$")
 
 
 _UNIT_ALIASES = {"in": "inch", "inche": "inch", "ft": "feet", "foot": "feet", "sec": "second", "s": "second",
-                 "min": "minute", "hr": "hour", "h": "hour", "m": "meter", "metre": "meter", "cm": "centimeter",
+                 "secs": "second", "min": "minute", "mins": "minute", "hr": "hour", "hrs": "hour", "h": "hour",
+                 "yr": "year", "yrs": "year", "m": "meter", "metre": "meter", "cm": "centimeter",
                  "centimetre": "centimeter", "km": "kilometer", "kilometre": "kilometer", "degree": "deg",
                  "\\circ": "deg", "^\\circ": "deg", "dollar": "dollar", "cent": "cent", "unit": "unit"}
 

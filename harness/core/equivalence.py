@@ -102,9 +102,12 @@ def _raw(node) -> str:
 
 
 def _is_simple_lhs(s: str) -> bool:
+    """A name a value is given to: x, x_1, E_{2}, \\alpha, f(x), (x, y), \\angle ABC."""
     s = s.strip()
     if s in ("\\infty", "\\pi"):
         return False
+    if re.match(r"^\\(?:angle|measuredangle)(?![a-zA-Z])\s*[A-Za-z\s_{}\d]*$", s):
+        return True
     return bool(_SIMPLE_VAR.match(s) or _FUNC_LHS.match(s) or _TUPLE_LHS.match(s))
 
 
@@ -147,10 +150,10 @@ def nodes_equal(a, g) -> bool:
     if g[0] in ("list", "set"):
         items = a[1] if a[0] in ("list", "set") else a[3] if a[0] == "bracket" and a[1] == "(" else None
         return items is not None and multiset_equal(list(items), list(g[1]))
+    if g[0] in ("bracket", "tuple", "matrix"):
+        return sequence_equal(a, g)  # a bare list counts in its order: 1, 2 for (1, 2)
     if a[0] in ("list", "set"):
         return False  # several answers for one: never forgiven
-    if g[0] in ("bracket", "tuple", "matrix"):
-        return sequence_equal(a, g)
     if g[0] == "rel":
         return relation_equal(a, g)
     if g[0] == "union":
