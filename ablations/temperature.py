@@ -3,17 +3,18 @@ for the rest.
 
 At each decoding step the position's entropy (T = 1) is compared with `threshold` (0.672 nats, Fig. 2's p80): above
 it the logits are divided by T_high, else by T_low (`EntropyTemperatureProcessor`, the same callable for HF
-`generate` and vLLM). Each setting samples `k` responses per problem with HF generate, writes them as a replay file
+`generate` and vLLM). Each setting samples `k` responses per problem (`backend=hf`: HF generate; `backend=vllm`:
+one vLLM engine for every setting, ablations/vllm_decoding.py, as the paper), writes them as a replay file
 (`temperature/<setting>/replay.jsonl`: `task, problem, responses, lengths`) and scores them through the evaluation
 engine (`harness.evaluation.evaluate(backend="replay")`, which writes its own summary.csv and samples files in the
 setting's folder). Problems and prompts are the evaluation tasks' own (`tasks`, `data_dir`), so the replay lines
 match the benchmark exactly. Writes `temperature.csv` (t_high, t_low, benchmark, metric, k, value, ci_low, ci_high,
 ...) and `temperature.png`.
-Deviation: the paper samples with vLLM; here generation is HF `generate` (the processor also fits vLLM, see
-docs/analyses.md).
+The paper samples with vLLM (`backend=vllm`); `backend=hf` is the default because it needs no engine start.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -107,6 +108,10 @@ def check(cfg, files: bool = True) -> list[tuple[float, float]]:
     for t in (t for p in pairs for t in p):
         require_number(t, "t_high / t_low / fixed (0 = greedy)", 0)
     require_number(cfg.threshold, "threshold", 0)
+    if cfg.backend not in ("hf", "vllm"):
+        raise ConfigError(f"backend={cfg.backend!r} is not valid; choose hf or vllm")
+    if cfg.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("backend=vllm needs vLLM (pip install -e '.[gpu]', or its CPU build: README.md)")
     for key in ("k", "max_new_tokens"):
         require_int(cfg[key], key, 1)
     if cfg.get("n_problems") is not None:
@@ -122,6 +127,23 @@ def check(cfg, files: bool = True) -> list[tuple[float, float]]:
     return pairs
 
 
+def _sampler(cfg, model_path: str, problems: list[dict]):
+    """(t_high, t_low) -> the k responses per problem, from HF generate or from one vLLM engine."""
+    if cfg.backend == "vllm":
+        import torch
+
+        from ablations import vllm_decoding
+
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if torch.cuda.is_available() else "float32")
+        llm = vllm_decoding.engine(model_path, dtype, cfg.seed, dict(cfg.vllm))
+        return lambda th, tl: vllm_decoding.sample(llm, problems, cfg.k, cfg.max_new_tokens, cfg.seed, th, tl,
+                                                   cfg.threshold)
+    model, tok = common.load_model(model_path, cfg.device, cfg.dtype)
+    return lambda th, tl: common.generate(model, tok, problems, "", cfg.k, cfg.max_new_tokens, 1.0, 1.0, cfg.seed,
+                                          logits_processor=EntropyTemperatureProcessor(th, tl, cfg.threshold),
+                                          prompt_key="prompt")
+
+
 def main(cfg) -> int:
     pairs = check(cfg)
     run = common.run_dir(cfg.get("run"))
@@ -132,12 +154,10 @@ def main(cfg) -> int:
 
     from harness.evaluation import evaluate
 
-    model, tok = common.load_model(model_path, cfg.device, cfg.dtype)
+    draw = _sampler(cfg, model_path, problems)
     frames = []
     for t_high, t_low in pairs:
-        proc = EntropyTemperatureProcessor(t_high, t_low, cfg.threshold)
-        responses = common.generate(model, tok, problems, "", cfg.k, cfg.max_new_tokens, 1.0, 1.0, cfg.seed,
-                                    logits_processor=proc, prompt_key="prompt")
+        responses = draw(t_high, t_low)
         sdir = out / "temperature" / f"th{t_high:g}_tl{t_low:g}"
         replay = atomic_write_jsonl(sdir / "replay.jsonl", replay_rows(responses))
         df = evaluate(None, tasks, sdir, backend="replay", k=cfg.k, replay_file=replay, data_dir=cfg.get("data_dir"),

@@ -7,7 +7,7 @@
 
 A cell has two jobs (harness/slurm.py `jobs`): `phase=train`, where every node (one task per node) runs
 `accelerate launch` with DeepSpeed ZeRO-3 (configs/accelerate/zero3.yaml) over all the job's nodes, vLLM generating
-the rollouts (TRL's `use_vllm`, mode from `launcher.vllm_mode`); then `phase=eval` on its own GPUs, which evaluates
+the rollouts (TRL's `use_vllm`, colocated with training: `trainer.vllm`); then `phase=eval` on its own GPUs, which evaluates
 the stored weights (vLLM data parallel over the job's GPUs), runs the analyses and writes status.json. `launcher.executor=submitit_local` runs the same path on one machine
 (no accelerate: the cell runs in the job's process), which is how the tests exercise it. The submitting side is
 harness/slurm.py.
@@ -38,7 +38,7 @@ def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
            "--num_processes", str(env.num_nodes * gpus),
            "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"),
            "resume=true",
-           "trainer.use_vllm=true", f"trainer.vllm_mode={launcher.get('vllm_mode', 'colocate')}"]
+           "trainer.use_vllm=true"]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
 
 

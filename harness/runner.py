@@ -147,8 +147,14 @@ def plan(grid: DictConfig) -> list[Cell]:
             raise ConfigError(f"grid {g.get('name', '?')!r} has no {key!r}")
     ev = g.get("eval") or {}
     resources = g.get("resources") or {}
+    per_model = g.get("model_overrides") or {}
+    for model, mo in per_model.items():
+        if model not in g["models"] or not isinstance(mo, dict) or set(mo) - {"train", "eval"}:
+            raise ConfigError(f"grid {g['name']!r}: model_overrides.{model} must name one of the grid's models "
+                              f"({', '.join(g['models'])}) and hold only `train` and `eval` override lists")
     cells = []
     for model in g["models"]:
+        mo = per_model.get(model) or {}
         variants = (["base"] if g.get("base_eval") else []) + list(g["variants"])
         for variant in variants:
             for seed in (g["seeds"] if variant != "base" else [g["seeds"][0]]):
@@ -157,10 +163,10 @@ def plan(grid: DictConfig) -> list[Cell]:
                     grid=g["name"], cell_id="", model=model, variant=variant, seed=int(seed),
                     trainer=g["trainer"], data=g["data"],
                     # a base cell trains nothing: only overrides of its model apply
-                    train_overrides=tuple(o for o in (g.get("train_overrides") or [])
+                    train_overrides=tuple(o for o in [*(g.get("train_overrides") or []), *(mo.get("train") or [])]
                                           if not base or o.startswith("model.")),
                     eval_tasks=tuple(ev.get("tasks") or []),
-                    eval_overrides=tuple(ev.get("overrides") or []),
+                    eval_overrides=tuple([*(ev.get("overrides") or []), *(mo.get("eval") or [])]),
                     eval_every=None if base else ev.get("every_n_steps"),
                     resources=dict(resources.get(model) or resources.get("default") or {}),
                     analyses=tuple(a for a in (g.get("analyses") or []) if _applies(a, variant, int(seed))),

@@ -163,7 +163,15 @@ class DAPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, dapo: DAPOOptions | None = None, **kwargs):
         self.dapo = dapo or DAPOOptions()
-        super().__init__(*args, **kwargs)
+        config = kwargs.get("args")
+        if config is not None and config.use_vllm:  # engine in the model's dtype, CPU weight sync: vllm_rollouts.py
+            from trainers.vllm_rollouts import harness_engine
+
+            model = kwargs["model"] if "model" in kwargs else args[0]
+            with harness_engine(str(model.dtype).removeprefix("torch.")):
+                super().__init__(*args, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
         a = self.args
         if a.beta != 0.0:
             raise ValueError("DAPOTrainer: DAPO has no KL term; set beta=0")
@@ -215,6 +223,7 @@ class DAPOTrainer(GRPOTrainer):
         n_kept = n_groups = gen_batches = 0
         reward_sum = len_sum = 0.0
         count = 0
+        diff_sum = diff_n = 0.0  # |log p_trainer - log p_engine| over response tokens (vLLM rollouts only)
         batch = inputs
         while True:
             out = super()._generate_and_score_completions(batch)
@@ -223,6 +232,11 @@ class DAPOTrainer(GRPOTrainer):
             reward_sum += float(torch.nan_to_num(r, nan=0.0).sum())
             len_sum += float(sum(self._last_lengths))
             count += n
+            if "sampling_per_token_logps" in out and "old_per_token_logps" in out:
+                m = out["completion_mask"].bool()  # [n, T]
+                d = (out["old_per_token_logps"] - out["sampling_per_token_logps"]).abs()[m]  # [tokens]
+                diff_sum += float(torch.nan_to_num(d, nan=0.0).sum())
+                diff_n += float((~torch.isnan(d)).sum())
             if not self.dapo.dynamic_sampling:
                 keep_groups = torch.ones(target, dtype=torch.bool)
             else:
@@ -247,7 +261,7 @@ class DAPOTrainer(GRPOTrainer):
         loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)  # [n, T]
         merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()  # response tokens, all ranks
         stats = torch.tensor([reward_sum, len_sum, count, n_groups - n_kept if self.dapo.dynamic_sampling else 0,
-                              n_groups], device=self.accelerator.device, dtype=torch.float64)
+                              n_groups, diff_sum, diff_n], device=self.accelerator.device, dtype=torch.float64)
         if self.accelerator.num_processes > 1:
             stats = self.accelerator.reduce(stats, reduction="sum")
         self._rollout_stats = {
@@ -258,6 +272,8 @@ class DAPOTrainer(GRPOTrainer):
             "gen_batches": gen_batches,
             "rollout_time_s": time.perf_counter() - t0,
         }
+        if stats[6] > 0:  # vLLM rollouts: how far the engine's token probabilities are from the trainer's
+            self._rollout_stats["sampler_logp_diff"] = float(stats[5] / stats[6])
         return merged
 
     # ------------------------------------------------------------------ loss

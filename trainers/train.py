@@ -72,13 +72,54 @@ class TrainerSpec:
     bf16: bool
     gradient_checkpointing: bool
     use_vllm: bool
-    vllm_mode: str
+    vllm_mode: str  # colocate (the only mode: docs/runner.md says why)
+    vllm: dict  # the rollout engine's settings (VLLMRollouts)
     save_steps: int  # full resumable state every N steps; 0 = none
     save_total_limit: int | None  # full states kept (the last ones); null = all
     save_weights_steps: int  # the weights alone every N steps, for evaluation and analyses; 0 = none
     report_to: str  # none | tensorboard | wandb (TRL's report_to)
 
 
+@dataclass
+class VLLMRollouts:
+    """`trainer.vllm`: the rollout engine when `use_vllm` is true (TRL's colocate mode: one engine per group of
+    `tensor_parallel_size` training processes, on their GPUs). Every field is required; meanings in
+    docs/training.md."""
+    tensor_parallel_size: int  # GPUs per engine (TRL vllm_tensor_parallel_size); divides the number of processes
+    gpu_memory_utilization: float  # share of each GPU's memory the engine takes (vLLM's CPU backend: of the RAM)
+    max_model_length: int | None  # context (prompt + response); null = the model's
+    enable_sleep_mode: bool  # free the engine's weights and KV cache during the optimiser step
+    cpu_kv_cache_gib: int | None  # vLLM's CPU backend only: KV cache size (VLLM_CPU_KVCACHE_SPACE); null = vLLM's
+
+
+def check_vllm(v: dict, spec: TrainerSpec, world: int) -> VLLMRollouts:
+    """`trainer.vllm` as VLLMRollouts; ConfigError naming the key, the value and what is valid."""
+    if not isinstance(v, dict):
+        raise ConfigError(f"trainer.vllm={v!r} must be a mapping of {', '.join(VLLMRollouts.__annotations__)}")
+    valid = [f.name for f in dataclasses.fields(VLLMRollouts)]
+    unknown, missing = sorted(set(v) - set(valid)), [k for k in valid if k not in v]
+    if unknown:
+        raise ConfigError(f"unknown trainer.vllm keys: {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    if missing:
+        raise ConfigError(f"trainer.vllm lacks keys: {', '.join(missing)}")
+    r = VLLMRollouts(**v)
+    tp = r.tensor_parallel_size
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1 or world % tp:
+        raise ConfigError(f"trainer.vllm.tensor_parallel_size={tp!r} must be a positive integer dividing the number "
+                          f"of training processes ({world})")
+    g = r.gpu_memory_utilization
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
+        raise ConfigError(f"trainer.vllm.gpu_memory_utilization={g!r} must be in (0, 1]")
+    m = r.max_model_length
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m <= spec.max_completion_length):
+        raise ConfigError(f"trainer.vllm.max_model_length={m!r} must be null or an integer above "
+                          f"trainer.max_completion_length={spec.max_completion_length} (prompt + response)")
+    if not isinstance(r.enable_sleep_mode, bool):
+        raise ConfigError(f"trainer.vllm.enable_sleep_mode={r.enable_sleep_mode!r} must be true or false")
+    k = r.cpu_kv_cache_gib
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ConfigError(f"trainer.vllm.cpu_kv_cache_gib={k!r} must be null or a positive integer (GiB)")
+    return r
 
 
 @dataclass
@@ -93,6 +134,7 @@ class Plan:
     grad_accum: int
     steps_per_generation: int
     log: dict  # run_name, group, project (configs/train.yaml `log`)
+    vllm: VLLMRollouts
 
 
 def import_path(spec: str, what: str) -> Callable:
@@ -153,6 +195,10 @@ def validate(cfg, files: bool = True) -> Plan:
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ConfigError(f"trainer.{n}={v!r} must be an integer >= 0 (0 = none)")
     require_choice(spec.scale_rewards, ("group", "batch", "none"), "trainer.scale_rewards")
+    if spec.vllm_mode != "colocate":
+        raise ConfigError(f"trainer.vllm_mode={spec.vllm_mode!r} is not supported; the only mode is colocate (vLLM "
+                          "on the training GPUs, as the released code). TRL's server mode syncs weights only over "
+                          "NCCL and needs a server the launcher does not start (docs/runner.md)")
     require_choice(spec.report_to, ("none", "tensorboard", "wandb", "trackio"), "trainer.report_to")
     if spec.report_to != "none" and importlib.util.find_spec(spec.report_to) is None:
         raise ConfigError(f"trainer.report_to={spec.report_to} needs the {spec.report_to} package (pip install "
@@ -171,6 +217,7 @@ def validate(cfg, files: bool = True) -> Plan:
                           f"number of processes ({world}) so each rank holds whole prompt groups")
     grad_accum = per_update // (spec.micro_batch_size * world)
     steps_per_generation = grad_accum * (spec.prompts_per_rollout // spec.prompts_per_update)
+    rollouts = check_vllm(spec.vllm, spec, world)
 
     m = c["mask"]
     try:
@@ -199,7 +246,7 @@ def validate(cfg, files: bool = True) -> Plan:
     if files:
         _check_data_file(data)
     return Plan(Path(c["out"]), spec, dapo, model, loader, reward, grad_accum, steps_per_generation,
-                dict(c.get("log") or {}))
+                dict(c.get("log") or {}), rollouts)
 
 
 def _check_data_file(data: dict) -> None:
@@ -266,8 +313,9 @@ def grpo_args(plan: Plan, seed: int):
 
     s = plan.spec
     if s.use_vllm and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("trainer.use_vllm=true needs vLLM (pip install -e '.[gpu]' on a GPU machine); "
-                          "or pass trainer.use_vllm=false")
+        raise ConfigError("trainer.use_vllm=true needs vLLM (pip install -e '.[gpu]' on a GPU machine, "
+                          "README.md for its CPU build); or pass trainer.use_vllm=false")
+    v = plan.vllm
     cpu = not torch.cuda.is_available()
     return GRPOConfig(
         use_cpu=cpu,  # also makes `torchrun --nproc_per_node N` on CPU a real data-parallel (gloo) run
@@ -300,7 +348,14 @@ def grpo_args(plan: Plan, seed: int):
         bf16=s.bf16,
         **({"gradient_checkpointing": True} if s.gradient_checkpointing else {}),
         use_vllm=s.use_vllm,
-        vllm_mode=s.vllm_mode,
+        vllm_mode=s.vllm_mode,  # colocate: the released code's layout (verl's hybrid engine)
+        vllm_tensor_parallel_size=v.tensor_parallel_size,
+        vllm_gpu_memory_utilization=v.gpu_memory_utilization,
+        vllm_max_model_length=v.max_model_length,
+        vllm_enable_sleep_mode=v.enable_sleep_mode,
+        # released code: no correction for the engine's probabilities differing from the trainer's (TRL's default
+        # applies one); trainers/dapo.py logs the difference as sampler_logp_diff
+        vllm_importance_sampling_correction=False,
         save_strategy="steps" if s.save_steps else "no",
         save_steps=s.save_steps or 500,
         save_total_limit=s.save_total_limit,
@@ -382,6 +437,19 @@ def _logging_env(plan: Plan) -> None:
             os.environ["WANDB_RUN_GROUP"] = str(plan.log["group"])
 
 
+def _check_vllm_context(dataset, tokenizer, max_model_length: int, max_completion_length: int) -> None:
+    """The longest training prompt + max_completion_length must fit trainer.vllm.max_model_length (vLLM would
+    otherwise refuse the prompt or cut responses short), checked before the engine starts."""
+    prompts = dataset["prompt"]
+    if prompts and not isinstance(prompts[0], str):  # conversational: as TRL renders it
+        prompts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    longest = max((len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]), default=0)
+    if longest + max_completion_length > max_model_length:
+        raise ConfigError(f"trainer.vllm.max_model_length={max_model_length} is below the longest training prompt "
+                          f"({longest} tokens) + trainer.max_completion_length ({max_completion_length}) = "
+                          f"{longest + max_completion_length}")
+
+
 def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None, args=None):
     """A ready DAPOTrainer for a validated config (the model is loaded here). `reward_funcs` replaces the data
     config's reward (and the overlong reward) for tests and scripted experiments."""
@@ -413,12 +481,16 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
         **({"attn_implementation": plan.model["attn_implementation"]}
            if plan.model.get("attn_implementation") else {}))
     s = plan.spec
+    if s.use_vllm and plan.vllm.max_model_length:
+        _check_vllm_context(dataset, tokenizer, plan.vllm.max_model_length, s.max_completion_length)
     if reward_funcs is None:
         reward_funcs = [plan.reward]
         if s.overlong_buffer:
             reward_funcs.append(overlong_reward(s.max_completion_length, s.overlong_buffer, s.overlong_penalty))
     plan.dapo.metrics_path = str(out / "metrics.jsonl")
     _logging_env(plan)
+    if s.use_vllm and plan.vllm.cpu_kv_cache_gib:  # read by vLLM's CPU backend when TRL builds the engine
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(plan.vllm.cpu_kv_cache_gib)
     trainer = DAPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, dapo=plan.dapo)
     if s.save_weights_steps:

