@@ -15,10 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.core.config import load_config
+from harness.cli import main as cli_main
+from harness.core.config import ConfigError, load_config
 from harness.core.io import read_jsonl
-
-pytestmark = pytest.mark.slow
 
 # vLLM's CPU backend reserves a share of the RAM for its KV cache unless given a size: 256 MiB is plenty here.
 ENGINE = ["vllm.dtype=float32", "vllm.kv_cache_memory_bytes=268435456", "vllm.enforce_eager=true"]
@@ -50,6 +49,7 @@ def harness(*args, timeout=1200):
     return r
 
 
+@pytest.mark.slow
 def test_eval_backend_vllm_matches_hf_on_the_mini_model(mini_base, tmp_path):
     """Same prompts as hf, exact generated token counts, and avg@16 inside hf's 95% CI (both sample at T = 1 from
     the same float32 weights; the CI over 200 problems is far wider than the difference two samplers may show)."""
@@ -78,6 +78,7 @@ def test_eval_backend_vllm_matches_hf_on_the_mini_model(mini_base, tmp_path):
             assert n <= 16 and (n == 16 or not cut)
 
 
+@pytest.mark.slow
 def test_temperature_split_decoding_runs_in_vllm(mini_base, tmp_path):
     """Fig. 3 in vLLM. T_high = T_low = 0 is greedy everywhere: every response equals HF's greedy decoding.
     T_high = 1, T_low = 0: every position whose entropy (T = 1, by the trainer's forward pass) is at most the
@@ -117,6 +118,7 @@ def test_temperature_split_decoding_runs_in_vllm(mini_base, tmp_path):
     assert sampled_high > 0 and argmax_high > 0  # high-entropy positions really are sampled at T = 1
 
 
+@pytest.mark.slow
 def test_vllm_rollouts_train_a_mini_cell(mini_base, tmp_path):
     """TRL's colocated vLLM engine generates every rollout of a short mini cell (8 optimiser steps, 2 rollout
     batches). Before each rollout the trainer's weights reach the engine: its token log-probabilities equal the
@@ -134,3 +136,46 @@ def test_vllm_rollouts_train_a_mini_cell(mini_base, tmp_path):
 
     before, after = load_file(f"{mini_base}/model.safetensors"), load_file(str(out / "final" / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+# ---------------------------------------------------------------- settings (no engine, no vLLM needed)
+
+@pytest.mark.parametrize("override, words", [
+    ("+trainer.vllm.swap_space=4", "unknown trainer.vllm keys: swap_space"),
+    ("trainer.vllm.tensor_parallel_size=0", "trainer.vllm.tensor_parallel_size=0"),
+    ("trainer.vllm.gpu_memory_utilization=1.5", "(0, 1]"),
+    ("trainer.vllm.max_model_length=16", "above trainer.max_completion_length=32"),
+    ("trainer.vllm.cpu_kv_cache_gib=0", "cpu_kv_cache_gib=0"),
+    ("trainer.vllm_mode=server", "the only mode is colocate"),
+])
+def test_bad_vllm_settings_fail_before_anything_is_built(override, words, tmp_path, capsys):
+    assert cli_main(["train", override, f"out={tmp_path / 'run'}"]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_context_must_hold_the_longest_prompt():
+    from datasets import Dataset
+
+    from harness.mini.tokenizer import build_tokenizer
+    from trainers.train import _check_vllm_context
+
+    tok = build_tokenizer()
+    data = Dataset.from_dict({"prompt": ["A : 1 2 3 | B : 4 5 ?", "A : 1 ?"]})  # 11 and 4 words
+    _check_vllm_context(data, tok, 11 + 16, 16)
+    with pytest.raises(ConfigError, match=r"longest training prompt \(11 tokens\) \+ .* = 27"):
+        _check_vllm_context(data, tok, 26, 16)
+
+
+def test_paper_grid_gives_the_large_models_wider_engines():
+    """Per-model overrides reach both the rollout engine (training config) and the evaluation engine."""
+    from harness.runner import plan
+
+    cells = {c.model: c for c in plan(load_config("run", ["grid=paper"]).grid) if c.variant == "top20"}
+    for model, tp in (("qwen3_8b", 1), ("qwen3_14b", 2), ("qwen3_32b", 4)):
+        c = cells[model]
+        train = load_config("train", [f"model={model}", "trainer=dapo_paper", *c.train_overrides])
+        assert train.trainer.vllm.tensor_parallel_size == tp
+        assert load_config("eval", list(c.eval_overrides)).vllm.tensor_parallel_size == tp
+    with pytest.raises(ConfigError, match="model_overrides.qwen3_70b"):
+        plan(load_config("run", ["grid=paper", "+grid.model_overrides.qwen3_70b.train=[]"]).grid)
