@@ -50,5 +50,8 @@ def sample(llm, problems: list[dict], k: int, max_new_tokens: int, seed: int, t_
                              extra_args={"t_high": t_high, "t_low": t_low, "threshold": threshold})
               for i in range(len(problems))]
     outs = llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
-    return [Response(p["task"], p["problem"], x, list(c.token_ids), c.text)
+    # text decoded as the HF path does (vLLM's incremental detokenizer may differ in spacing, e.g. a leading space
+    # with the mini task's word-level tokenizer)
+    return [Response(p["task"], p["problem"], x, list(c.token_ids), tok.decode(list(c.token_ids),
+                                                                                skip_special_tokens=True))
             for p, x, o in zip(problems, ids, outs) for c in o.outputs]

@@ -177,10 +177,13 @@ def make_vllm(model: str, tokenizer: str | None = None, *, tensor_parallel_size:
     try:
         VLLM = _counting_vllm()
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"backend=vllm needs vllm ({e}); install it on a GPU machine with "
-                                  "`pip install -e .[gpu]`") from e
+        raise ModuleNotFoundError(f"backend=vllm needs vllm ({e}); install it with `pip install -e .[gpu]` "
+                                  "(GPUs) or its CPU build (README.md)") from e
     path = model_dir(model)
-    return VLLM(pretrained=path, tokenizer=tokenizer or path, tensor_parallel_size=tensor_parallel_size,
+    # batch_size: lm-eval's chunk of requests per vLLM call; one chunk of everything is what "auto" does, without
+    # vLLM's progress bar (vLLM 0.31 divides by the bar's elapsed time, 0 while progress bars are off: in logs, CI)
+    return VLLM(pretrained=path, tokenizer=tokenizer or path, batch_size=1 << 30,
+                tensor_parallel_size=tensor_parallel_size,
                 data_parallel_size=data_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len, dtype=dtype, seed=seed, max_gen_toks=max_gen_toks, **kwargs)
 
