@@ -104,9 +104,11 @@ def check_vllm(v: dict, spec: TrainerSpec, world: int) -> VLLMRollouts:
         raise ConfigError(f"trainer.vllm lacks keys: {', '.join(missing)}")
     r = VLLMRollouts(**v)
     tp = r.tensor_parallel_size
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1 or world % tp:
-        raise ConfigError(f"trainer.vllm.tensor_parallel_size={tp!r} must be a positive integer dividing the number "
-                          f"of training processes ({world})")
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ConfigError(f"trainer.vllm.tensor_parallel_size={tp!r} must be a positive integer")
+    if spec.use_vllm and "WORLD_SIZE" in os.environ and world % tp:  # a launched run (a grid plans in one process)
+        raise ConfigError(f"trainer.vllm.tensor_parallel_size={tp} must divide the number of training processes "
+                          f"({world})")
     g = r.gpu_memory_utilization
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
         raise ConfigError(f"trainer.vllm.gpu_memory_utilization={g!r} must be in (0, 1]")
