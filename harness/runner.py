@@ -18,6 +18,7 @@ recorded in its status and the others go on. Launchers: `local` (jobs=N at once)
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import functools
@@ -31,7 +32,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
@@ -120,12 +121,16 @@ def _identify(cell: Cell) -> Cell:
         max_steps = int(train_cfg["trainer"]["max_steps"])
         every = cell.eval_every
         steps = tuple(sorted({*(range(every, max_steps, every) if every else ()), max_steps}))
-    # analysis identities see placeholders, not this machine's paths; {eval_dir} names the evaluation's id
-    last = rundir.step_name(steps[-1]) if steps else rundir.BASE
-    fields = {"cell_dir": "CELL_DIR", "eval_dir": f"CELL_DIR/eval/{eval_id}/{last}", "base_model": "BASE_MODEL"}
+    fields = _placeholders(eval_id, steps)
     ids = tuple(f"{a['name']}-" + digest(identity("analyze", _composed(
         f"analyze/{a['name']}", tuple(_analysis_overrides(cell, a, fields))))) for a in cell.analyses)
     return dataclasses.replace(cell, cell_id=cell_id, eval_id=eval_id, eval_steps=steps, analysis_ids=ids)
+
+
+def _placeholders(eval_id: str, steps: tuple[int, ...]) -> dict:
+    """Analysis identities see placeholders, not this machine's paths; {eval_dir} names the evaluation's id."""
+    last = rundir.step_name(steps[-1]) if steps else rundir.BASE
+    return {"cell_dir": "CELL_DIR", "eval_dir": f"CELL_DIR/eval/{eval_id}/{last}", "base_model": "BASE_MODEL"}
 
 
 def train_overrides_for(cell: Cell, out_dir: Path | None = None) -> list[str]:
@@ -223,30 +228,31 @@ def validate_cells(cells: list[Cell], results_dir: str | Path, files: bool = Tru
     from harness.evaluation.cli import check_config
     from trainers.train import validate as validate_train
 
+    def planned(name: str, overrides: list[str], **keys) -> DictConfig:  # plan()'s composition, reused
+        return OmegaConf.create({**copy.deepcopy(_composed(name, tuple(overrides))), **keys})
+
     seen: set = set()
     for cell in cells:
         cdir = cell_dir(results_dir, cell)
         try:
             key = ("train", cell.model, cell.variant, cell.trainer, cell.data, cell.train_overrides, cell.eval_only)
             if not cell.eval_only and key not in seen:
-                validate_train(load_config("train", train_overrides_for(cell, cdir / "train")), files=files)
+                validate_train(planned("train", train_overrides_for(cell), out=str(cdir / "train")), files=files)
             seen.add(key)
             key = ("eval", cell.eval_tasks, cell.eval_overrides)
             if key not in seen:
-                check_config(load_config("eval", eval_overrides_for(cell)), check_model=False)
+                check_config(planned("eval", eval_overrides_for(cell)), check_model=False)
             seen.add(key)
-            fields = {"cell_dir": cdir, "eval_dir": cdir / "eval" / cell.eval_id / cell.eval_labels[-1],
-                      "base_model": "BASE_MODEL"}
+            fields = _placeholders(cell.eval_id, cell.eval_steps)
             for a in cell.analyses:
                 key = ("analysis", a["name"], tuple(a.get("overrides", [])), cell.eval_only)
                 if key in seen:
                     continue
                 seen.add(key)
-                ov = _analysis_overrides(cell, a, fields) + [f"out={cdir / 'analysis'}"]
-                if not cell.eval_only and not any(o.startswith("run=") for o in ov):
-                    ov.append(f"run={cdir}")
-                importlib.import_module(f"ablations.{a['name']}").check(load_config(f"analyze/{a['name']}", ov),
-                                                                         files=False)
+                ov = _analysis_overrides(cell, a, fields)
+                run = {} if cell.eval_only or any(o.startswith("run=") for o in ov) else {"run": "CELL_DIR"}
+                importlib.import_module(f"ablations.{a['name']}").check(
+                    planned(f"analyze/{a['name']}", ov, out="CELL_DIR/analysis", **run), files=False)
         except ConfigError as e:
             raise ConfigError(f"grid {cell.grid}, cell {cell.cell_id}: {e}") from e
 
@@ -615,14 +621,15 @@ def main(cfg: DictConfig) -> int:
         raise ConfigError(f"only={cfg.only!r} matches none of the cells of grid {cfg.grid.name} "
                           f"(ids look like {plan(cfg.grid)[0].cell_id}; `harness status` lists them)")
     validate(cells)  # every config composes before any compute
-    validate_cells(cells, cfg.results_dir, files=not cfg.dry_run)  # every value of every cell, before any compute
     if cfg.dry_run:
+        validate_cells(cells, cfg.results_dir, files=False)  # every value of every cell
         print_plan(cells, todo, cfg)
         try:
             validate_cells(todo, cfg.results_dir, files=True)
         except ConfigError as e:
             print(f"note: running this plan here would stop before its first cell: {e}")
         return 0
+    validate_cells(todo, cfg.results_dir)  # every cell that will run, before the first one starts
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
     if cfg.launcher.name == "slurm":
