@@ -238,6 +238,7 @@ def step_benchmark(trainer, batch, variants, clock: Clock, a, cuda: bool) -> tup
     import torch
 
     model, times, peaks, stopped = trainer.model, {v: [] for v in variants}, {v: [] for v in variants}, False
+    trainer._plan_mini_batch([batch])  # the batch is one whole mini-batch: one mask pool
     for i in range(a.warmup + a.repeats):
         if clock.over():
             stopped = True

@@ -72,6 +72,7 @@ def main() -> None:
     model.train()
     trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by train() otherwise
     batch = synthetic_batch(model.config.vocab_size, a.batch, a.prompt_len, a.completion_len, "cpu")
+    trainer._plan_mini_batch([batch])  # the batch is one whole mini-batch: one mask pool
     times = {v: [] for v in a.variants}
     for i in range(a.repeats + 2):
         for v in a.variants:

@@ -3,8 +3,10 @@
 A grid cell's id hashes its training identity (the keys that change the trained weights), an evaluation's id
 (`eval/<id>/`) its evaluation identity, an analysis's id (`analysis/<name>-<id>/`) its analysis identity.
 Performance, logging, checkpoint-frequency, path and label keys enter none of them, so changing one reruns
-nothing. The table in docs/runner.md is `markdown_table()` of the same file; tests/test_identity.py fails on a key
-of any composed config that the file does not classify.
+nothing. A key added after results were made names (under `absent_as`) the value that reproduces the behaviour
+from before it existed; it enters an id only when its value differs, so earlier results keep their ids. The
+table in docs/runner.md is `markdown_table()` of the same file; tests/test_identity.py fails on a key of any
+composed config that the file does not classify.
 """
 from __future__ import annotations
 
@@ -36,6 +38,20 @@ def classification() -> dict[str, dict[str, tuple[bool, str]]]:
     return out
 
 
+@functools.cache
+def absent_as() -> dict[str, dict[str, Any]]:
+    """section -> identity key -> the value that reproduces the behaviour from before the key existed."""
+    raw = yaml.safe_load(KEYS_FILE.read_text())
+    out = {}
+    for section in SECTIONS:
+        values = raw[section].get("absent_as") or {}
+        bad = [k for k in values if not classification()[section].get(k, (False,))[0]]
+        if bad:
+            raise ValueError(f"{KEYS_FILE.name}: {section}.absent_as lists keys that are not identity keys: {bad}")
+        out[section] = dict(values)
+    return out
+
+
 def rule(section: str, key: str) -> str | None:
     """The listed key (longest dotted prefix of `key`) that decides it; None when nothing covers it."""
     keys = classification()[section]
@@ -62,10 +78,12 @@ def leaves(d: Mapping, prefix: str = "") -> dict[str, Any]:
 def identity(section: str, resolved: Mapping) -> dict[str, Any]:
     """The leaves of a resolved config that change its result. A key nobody classified (e.g. a `+new=` override)
     counts as changing it: an id may then change without need, never stay the same when a result changed."""
-    keys = classification()[section]
+    keys, before = classification()[section], absent_as()[section]
     out = {}
     for key, value in leaves(resolved).items():
         r = rule(section, key)
+        if key in before and value == before[key]:
+            continue  # the behaviour from before the key existed: ids made then stay valid
         if r is None or keys[r][0]:
             out[key] = value
     return out
@@ -83,7 +101,11 @@ def markdown_table() -> str:
         config = {"train": "train (cell id)", "eval": "eval (evaluation id)",
                   "analyze": "analyze/* (analysis id)"}[section]
         for key, (listed, why) in sorted(keys.items(), key=lambda kv: (not kv[1][0], kv[0])):
-            rows.append(f"| {config} | `{key}` | {'yes' if listed else 'no'} | {why.replace('|', '/')} |")
+            inid = "yes" if listed else "no"
+            if key in absent_as()[section]:
+                v = absent_as()[section][key]
+                inid = f"yes, unless `{'null' if v is None else str(v).lower() if isinstance(v, bool) else v}`"
+            rows.append(f"| {config} | `{key}` | {inid} | {why.replace('|', '/')} |")
     return "\n".join(rows)
 
 

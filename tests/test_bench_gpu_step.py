@@ -57,6 +57,7 @@ def test_loss_path_sends_gradient_through_checkpointed_layers(tmp_path):
     assert bench.checkpointing_on(trainer.model)
     batch = _bench("bench_step").synthetic_batch(1000, 2, 16, 64, torch.device("cpu"))
     trainer.dapo.mask_mode, trainer.dapo.mask_rho, trainer.dapo.mask_selection = bench.VARIANTS["top20"]
+    trainer._plan_mini_batch([batch])
     trainer._compute_loss(trainer.model, batch).backward()
     g = trainer.model.model.layers[0].mlp.down_proj.weight.grad
     assert g is not None and g.abs().sum() > 0

@@ -65,3 +65,18 @@ def test_paper_preset_cites_a_source_for_every_key():
     for line in (CONFIG_DIR / "trainer" / "dapo_paper.yaml").read_text().splitlines():
         if re.match(r"^\w+:", line) and not line.startswith("name:"):
             assert "#" in line, f"dapo_paper.yaml: no source comment on {line!r}"
+
+
+def test_paper_preset_is_the_released_update(tmp_path):
+    """dapo_paper's choices reach the trainer: token-budget pools, clamp, warm-up per rollout batch, 3x generation
+    rounds, no TRL importance-sampling correction (vLLM is off here only because CI has none)."""
+    from trainers.train import grpo_args
+
+    plan = validate(load_config("train", ["trainer=dapo_paper", "trainer.use_vllm=false", f"out={tmp_path}"]))
+    d = plan.dapo
+    assert (d.micro_batching, d.micro_batch_tokens) == ("token_budget", 180224)
+    assert (d.log_ratio_clamp, d.dual_clip) == (20.0, 10.0)
+    assert (d.warmup_unit, d.updates_per_rollout, d.generation_prompts) == ("rollout", 16, 1536)
+    assert plan.spec.fp32_master_weights and plan.spec.max_steps == 1360
+    args = grpo_args(plan, 0)
+    assert args.vllm_importance_sampling_correction is False and args.warmup_steps == 10

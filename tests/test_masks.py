@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainers.masks import aggregate_loss, check_mask_args, select_tokens, token_mask
+from trainers.masks import Pool, aggregate_loss, check_mask_args, select_tokens, token_mask
 
 # Two rows; the last two tokens of row 1 are padding (their 0.0 must never be picked, even by "bottom").
 E = torch.tensor([[0.1, 0.9, 0.5, 0.3],
@@ -171,8 +171,14 @@ def test_aggregate_loss_normalisers():
     sel = torch.tensor([[True, False, True, False]])
     # "all": (1 + 3) / 8 response tokens in the mini-batch = 0.5
     assert aggregate_loss(loss, sel, "all", 8.0).item() == pytest.approx(0.5)
-    # "selected": (1 + 3) / 2 selected tokens / 2 accumulation steps = 1.0
-    assert aggregate_loss(loss, sel, "selected", 8.0, accumulation_steps=2).item() == pytest.approx(1.0)
+    # "selected", one pool holding half the mini-batch's rows: (1 + 3) / 2 selected tokens * 0.5 = 1.0
+    assert aggregate_loss(loss, sel, "selected", pools=[Pool(None, 2, 0.5)]).item() == pytest.approx(1.0)
+    # two pools in one micro-batch, and a pool whose 5 selected tokens lie partly in another micro-batch:
+    loss2 = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    sel2 = torch.tensor([[True, True], [False, True], [True, False]])
+    pools = [Pool(torch.tensor([0]), 2, 0.25), Pool(torch.tensor([1, 2]), 5, 0.5)]
+    # pool 0: (1 + 2) / 2 * 0.25 = 0.375; pool 1: (4 + 5) / 5 * 0.5 = 0.9; total 1.275
+    assert aggregate_loss(loss2, sel2, "selected", pools=pools).item() == pytest.approx(1.275)
     with pytest.raises(ValueError, match="normalizer='mean'"):
         aggregate_loss(loss, sel, "mean", 8.0)
 

@@ -1,5 +1,7 @@
 """End to end on the tiny model: every variant trains, the run directory is complete, resume works, and bad
 configs are rejected before any model is loaded."""
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -83,6 +85,14 @@ def test_resume_from_checkpoint(tmp_path, math_data_dir):
     (["data.reward=nomodule"], "data.reward"),
     (["model.path=/no/such/model"], "does not exist"),
     (["model.dtype=int8"], "model.dtype"),
+    (["trainer.micro_batching=dynamic"], "micro_batching='dynamic'"),
+    (["trainer.micro_batching=token_budget"], "needs micro_batch_tokens"),
+    (["trainer.micro_batching=token_budget", "trainer.micro_batch_tokens=8"], "micro_batch_tokens=8"),
+    (["trainer.warmup_unit=epoch"], "warmup_unit='epoch'"),
+    (["trainer.warmup_unit=rollout", "trainer.lr_scheduler_type=linear"], "constant_with_warmup"),
+    (["trainer.prompts_per_generation=2"], "prompts_per_generation=2"),
+    (["trainer.prompts_per_generation=8", "trainer.dynamic_sampling=false"], "must equal"),
+    (["trainer.log_ratio_clamp=-1"], "log_ratio_clamp"),
 ])
 def test_bad_config_rejected_before_model_load(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -131,10 +141,23 @@ def test_resolve_model_path(tmp_path):
     assert resolve_model_path(hooked) == str(tmp_path / "hooked") and (tmp_path / "hooked" / "config.json").exists()
 
 
+_REWARD_CALLS = []
+
+
+def late_variety_reward(completions, **kw):
+    """0 for everything on a process's first two calls (every group dropped), then 0/1 alternating (every group
+    kept): each rank calls it once per generation round."""
+    _REWARD_CALLS.append(len(completions))
+    if len(_REWARD_CALLS) <= 2:
+        return [0.0] * len(completions)
+    return [float(i % 2) for i in range(len(completions))]
+
+
 @pytest.mark.slow
 def test_two_processes_gathered_scope(tmp_path, math_data_dir):
     """`torchrun --nproc_per_node 2` on CPU is a real data-parallel (gloo) run: one metrics line per step, counts
-    over both ranks, the gathered threshold, dynamic sampling that gives up on both ranks together."""
+    over both ranks, the gathered threshold over token-budget pools (their count is the maximum over the ranks:
+    ~1,300-3,500 tokens per rank and update, 700 per pool), dynamic sampling that refills on both ranks together."""
     import json
     import os
     import subprocess
@@ -143,17 +166,19 @@ def test_two_processes_gathered_scope(tmp_path, math_data_dir):
     out = tmp_path / "dist"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            "-m", "harness.cli", "train", "variant=top20", "trainer.max_steps=2", f"out={out}",
-           "trainer.mask_scope=gathered", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+           "trainer.mask_scope=gathered", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16",
+           "data.reward=test_train:late_variety_reward", "trainer.overlong_buffer=0",
+           "trainer.micro_batching=token_budget", "trainer.micro_batch_tokens=700"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_jsonl(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
-    # math_reward on a random model: every group all-zero -> both ranks stop at max_num_gen_batches (3) together,
-    # fill rows carry no gradient, so the loss is exactly 0 even with the overlong penalty on
-    assert all(r["gen_batches"] == 3 and r["dropped_group_frac"] == 1.0 and r["loss"] == 0 for r in rows)
-    # 2 prompts x 4 responses per update, over both ranks: up to 8 x 32 response tokens
-    assert all(100 < r["n_response_tokens"] <= 256 and abs(r["selected_frac"] - 0.2) <= 0.02 for r in rows)
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["rollout"] == rows[1]["rollout"] == 1
+    # two rounds of all-equal groups on both ranks, then a kept round: 8 of 12 groups dropped, no fill rows
+    assert all(r["gen_batches"] == 3 and r["dropped_group_frac"] == pytest.approx(8 / 12) for r in rows)
+    # 2 prompts x 4 responses per update, over both ranks: up to 8 x 32 response tokens, 20% of them selected
+    assert all(100 < r["n_response_tokens"] <= 256 and abs(r["selected_frac"] - 0.2) <= 0.025 for r in rows)
+    assert all(r["loss"] != 0 for r in rows)
     assert json.loads((out / "summary.json").read_text())["processes"] == 2
     assert (out / "final" / "model.safetensors").exists()
 

@@ -1,8 +1,9 @@
-"""Which response tokens receive the policy gradient: pure, engine-agnostic token masks.
+"""Which response tokens receive the policy gradient: pure, engine-agnostic token masks and loss normalisers.
 
-The paper (arXiv 2506.01939, Eq. 6) keeps the policy-gradient term only for tokens whose entropy is at or above
-the (1 - rho) quantile of all response-token entropies in the batch. Three implementations disagree on the
-details, so each detail is a named option here (see docs/training.md):
+The paper (arXiv 2506.01939, Eq. 6 and section 5.1 (ii)) keeps the policy-gradient term only for tokens whose
+entropy is at or above the (1 - rho) quantile of the response-token entropies of the batch, and normalises the
+masked loss by the number of selected tokens. Three implementations disagree on the details, so each detail is a
+named option here (see docs/training.md):
 
 - ``selection="topk"``: exactly ``k = ceil(rho * N)`` tokens (the released code, ``torch.topk``).
   ``selection="quantile"``: ``entropy >= quantile(1 - rho)`` with linear interpolation (TRL,
@@ -10,8 +11,10 @@ details, so each detail is a named option here (see docs/training.md):
 - ``scope="local"``: the threshold is computed per call (per micro-batch, per rank: the released code).
   ``scope="gathered"``: the entropies of all data-parallel ranks are gathered first (TRL); ranks may hold
   different or zero token counts.
-- the loss normaliser (``aggregate_loss``): ``"all"`` divides by the number of response tokens (paper Eq. 6, TRL),
-  ``"selected"`` by the number of selected tokens (released code), which makes the gradient about 1/rho larger.
+- the loss normaliser (``aggregate_loss``): ``"selected"`` takes the token mean over the selected tokens of each
+  pool (micro-batch) and weights it by the pool's share of the mini-batch rows (paper section 5.1 (ii) and the
+  released code); ``"all"`` divides the sum over selected tokens by all response tokens of the mini-batch (TRL's
+  ``dapo`` normaliser), which makes the gradient about rho times smaller.
 
 Modes: ``all`` (every response token; rho must be 1), ``top`` (highest entropy), ``bottom`` (lowest entropy),
 ``random`` (the same count as ``top`` would keep, chosen uniformly: a control the paper lacks).
@@ -354,18 +357,34 @@ def token_mask(entropy: torch.Tensor, response_mask: torch.Tensor, mode: str, rh
     return select_tokens(entropy, response_mask, mode, rho, selection, scope, group, generator).mask
 
 
-def aggregate_loss(per_token_loss: torch.Tensor, selected: torch.Tensor, normalizer: str,
-                   n_response_tokens: float | torch.Tensor, accumulation_steps: int = 1) -> torch.Tensor:
-    """Scalar loss of one micro-batch from per-token losses [B, T] and the selected-token mask [B, T].
+class Pool(NamedTuple):
+    """One mask pool (a micro-batch of the released code) as seen from the rows at hand."""
+    rows: torch.Tensor | None  # long [r]: the rows at hand that belong to the pool; None = all of them
+    n_selected: int  # selected tokens in the whole pool (which may span several forward passes)
+    share: float  # the pool's weight: its rows / the mini-batch rows (the released `loss_scale_factor`)
 
+
+def aggregate_loss(per_token_loss: torch.Tensor, selected: torch.Tensor, normalizer: str,
+                   n_response_tokens: float | torch.Tensor | None = None,
+                   pools: list[Pool] | None = None) -> torch.Tensor:
+    """Scalar loss of the rows at hand from per-token losses [B, T] and the selected-token mask [B, T].
+
+    normalizer="selected": sum over `pools` of (sum of the pool's selected losses here) / (the pool's selected
+        tokens) * (the pool's share): the released code's token mean per micro-batch times rows / mini-batch rows.
+        When a pool spans several forward passes, the parts add up to the pool's token mean over the passes.
     normalizer="all": sum over selected tokens / `n_response_tokens` (the response-token count of the whole
-        optimiser mini-batch on this rank, so the micro-batches of one step add up to the paper's token mean).
-    normalizer="selected": token-mean over this micro-batch's selected tokens, divided by
-        `accumulation_steps` (the released code's token-mean under gradient accumulation).
+        optimiser mini-batch on this rank, so the micro-batches of one step add up to TRL's token mean).
     """
     check_normalizer(normalizer)
-    total = (per_token_loss * selected).sum()
     if normalizer == "all":
-        denom = n_response_tokens.clamp(min=1.0) if torch.is_tensor(n_response_tokens) else max(n_response_tokens, 1.0)
-        return total / denom
-    return total / selected.sum().clamp(min=1) / accumulation_steps
+        total = (per_token_loss * selected).sum()
+        n = n_response_tokens
+        return total / (n.clamp(min=1.0) if torch.is_tensor(n) else max(n, 1.0))
+    loss = per_token_loss.new_zeros(())
+    for pool in pools or []:
+        if pool.rows is None:
+            part = (per_token_loss * selected).sum()
+        else:
+            part = (per_token_loss[pool.rows] * selected[pool.rows]).sum()
+        loss = loss + part / max(pool.n_selected, 1) * pool.share
+    return loss

@@ -44,12 +44,15 @@ class TrainerSpec:
     prompts_per_rollout: int  # prompts per generation batch
     prompts_per_update: int  # prompts per optimiser step (mini-batch)
     num_generations: int  # responses per prompt (G)
-    micro_batch_size: int  # completions per forward/backward per device
+    micro_batch_size: int  # completions per forward/backward per device (memory only)
+    micro_batching: str  # fixed | token_budget: what a mask pool and a token mean span (docs/training.md)
+    micro_batch_tokens: int | None  # token_budget: tokens per pool and rank (prompt + response)
     num_iterations: int  # passes over each rollout batch
     max_steps: int  # optimiser steps
     learning_rate: float
     lr_scheduler_type: str
     warmup_steps: int
+    warmup_unit: str  # step | rollout: what warmup_steps counts
     weight_decay: float
     max_grad_norm: float
     adam_beta1: float
@@ -60,8 +63,10 @@ class TrainerSpec:
     epsilon_low: float
     epsilon_high: float
     dual_clip: float | None
+    log_ratio_clamp: float | None
     dynamic_sampling: bool
     max_num_gen_batches: int
+    prompts_per_generation: int | None  # prompts per generation round of dynamic sampling; null = the rollout batch
     overlong_buffer: int  # 0 = no overlong shaping
     overlong_penalty: float
     mask_truncated: bool
@@ -70,6 +75,7 @@ class TrainerSpec:
     loss_normalizer: str
     scale_rewards: str
     bf16: bool
+    fp32_master_weights: bool  # load the weights in float32 whatever model.dtype says (bf16 = compute only)
     gradient_checkpointing: bool
     use_vllm: bool
     vllm_mode: str  # colocate (the only mode: docs/runner.md says why)
@@ -218,6 +224,23 @@ def validate(cfg, files: bool = True) -> Plan:
         raise ConfigError(f"trainer.prompts_per_rollout={spec.prompts_per_rollout} must be a multiple of the "
                           f"number of processes ({world}) so each rank holds whole prompt groups")
     grad_accum = per_update // (spec.micro_batch_size * world)
+    gen = spec.prompts_per_generation
+    if gen is not None and (isinstance(gen, bool) or not isinstance(gen, int) or gen < spec.prompts_per_rollout
+                            or gen % world):
+        raise ConfigError(f"trainer.prompts_per_generation={gen!r} must be null (the rollout batch) or an integer at "
+                          f"least trainer.prompts_per_rollout={spec.prompts_per_rollout} and a multiple of the number "
+                          f"of processes ({world})")
+    if not spec.dynamic_sampling and gen not in (None, spec.prompts_per_rollout):
+        raise ConfigError(f"trainer.prompts_per_generation={spec.prompts_per_generation} must equal "
+                          f"trainer.prompts_per_rollout={spec.prompts_per_rollout} when dynamic_sampling=false "
+                          "(nothing would choose among the extra groups)")
+    if spec.warmup_unit == "rollout" and spec.lr_scheduler_type != "constant_with_warmup":
+        raise ConfigError(f"trainer.warmup_unit=rollout is the released constant schedule with warm-up: it needs "
+                          f"trainer.lr_scheduler_type=constant_with_warmup, got {spec.lr_scheduler_type!r}")
+    if spec.micro_batching == "token_budget" and isinstance(spec.micro_batch_tokens, int) and \
+            spec.micro_batch_tokens < spec.max_completion_length:
+        raise ConfigError(f"trainer.micro_batch_tokens={spec.micro_batch_tokens} must hold at least one response "
+                          f"(>= max_completion_length={spec.max_completion_length}; released: 22528 x 8)")
     steps_per_generation = grad_accum * (spec.prompts_per_rollout // spec.prompts_per_update)
     rollouts = check_vllm(spec.vllm, spec, world)
 
@@ -225,8 +248,13 @@ def validate(cfg, files: bool = True) -> Plan:
     try:
         dapo = DAPOOptions(mask_mode=m.get("mode"), mask_rho=m.get("rho"), mask_selection=spec.mask_selection,
                            mask_scope=spec.mask_scope, loss_normalizer=spec.loss_normalizer,
-                           dual_clip=spec.dual_clip, dynamic_sampling=spec.dynamic_sampling,
-                           max_num_gen_batches=spec.max_num_gen_batches, seed=int(c["seed"]))
+                           micro_batching=spec.micro_batching, micro_batch_tokens=spec.micro_batch_tokens,
+                           dual_clip=spec.dual_clip, log_ratio_clamp=spec.log_ratio_clamp,
+                           dynamic_sampling=spec.dynamic_sampling, max_num_gen_batches=spec.max_num_gen_batches,
+                           generation_prompts=(gen or spec.prompts_per_rollout) // world,
+                           warmup_unit=spec.warmup_unit,
+                           updates_per_rollout=spec.prompts_per_rollout // spec.prompts_per_update
+                           * spec.num_iterations, seed=int(c["seed"]))
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
@@ -478,11 +506,15 @@ def make_trainer(cfg, plan: Plan | None = None, reward_funcs: list | None = None
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    s = plan.spec
+    # fp32 master weights: the optimiser updates float32 weights and `bf16` only sets the compute dtype (autocast),
+    # as the released actor (FSDP: float32 parameters, bf16 mixed precision); else the weights are model.dtype
+    dtype = "float32" if s.fp32_master_weights else plan.model.get("dtype", "float32")
+    plan.dapo.engine_dtype = plan.model.get("dtype", "float32")  # the rollout engine keeps model.dtype (released: bf16)
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=getattr(torch, plan.model.get("dtype", "float32")),
+        model_path, dtype=getattr(torch, dtype),
         **({"attn_implementation": plan.model["attn_implementation"]}
            if plan.model.get("attn_implementation") else {}))
-    s = plan.spec
     if s.use_vllm and plan.vllm.max_model_length:
         _check_vllm_context(dataset, tokenizer, plan.vllm.max_model_length, s.max_completion_length)
     if reward_funcs is None:
