@@ -139,7 +139,9 @@ def selection(a) -> None:
                ("ours `fixed`, micro_batch_size 4, 8 processes (old paper preset)", 8, 4),
                ("ours `fixed`, micro_batch_size 4, 16 processes", 16, 4),
                ("ours `token_budget` 180,224, 8 processes (paper preset)", 8, None),
-               ("ours `token_budget` 180,224, 16 processes (paper preset)", 16, None)]
+               ("ours `token_budget` 180,224, 16 processes (paper preset)", 16, None),
+               ("ours `token_budget` 180,224, 32 processes (paper grid, 14B)", 32, None),
+               ("ours `token_budget` 180,224, 64 processes (paper grid, 32B)", 64, None)]
     results = {name: [] for name, _, _ in configs}
     for seed in range(a.seeds):
         resp, prompt, offsets, ent = _rollout(seed)
