@@ -30,7 +30,8 @@ def options_from_config(cfg) -> tb.Options:
                       metrics=dict(cfg.metrics), k=None if cfg.k is None else int(cfg.k), n_boot=int(cfg.n_boot),
                       alpha=float(cfg.alpha), seed=int(cfg.seed), min_seeds=int(cfg.min_seeds),
                       equivalence_variant=None if cfg.equivalence.variant is None else str(cfg.equivalence.variant),
-                      equivalence_margin=float(cfg.equivalence.margin))
+                      equivalence_margin=float(cfg.equivalence.margin),
+                      equivalence_metric=str(cfg.equivalence.metric))
 
 
 def main(cfg) -> int:
@@ -59,6 +60,9 @@ def main(cfg) -> int:
     require_seed(cfg.seed)
     require_int(cfg.min_seeds, "min_seeds", 2)  # a test needs a run-to-run variance in each arm
     require_number(cfg.equivalence.margin, "equivalence.margin", 0, low_open=True)
+    if cfg.equivalence.metric not in METRIC_FAMILIES:
+        raise ConfigError(f"equivalence.metric={cfg.equivalence.metric!r} is not valid: use one of "
+                          f"{', '.join(METRIC_FAMILIES)}")
     if cfg.k is not None:
         require_int(cfg.k, "k", 1)
     out_dir = cfg.out_dir if cfg.out_dir else results_dir / grid

@@ -280,7 +280,7 @@ def test_cli_report(tmp_path):
     assert (tmp_path / "REPORT.md").exists()
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=nope", f"out_dir={tmp_path}"]) == 2
     assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", "step=final"]) == 2
-    for bad in ("min_seeds=1", "equivalence.margin=0", "alpha=0.5"):  # before any work, exit status 2
+    for bad in ("min_seeds=1", "equivalence.margin=0", "alpha=0.5", "equivalence.metric=acc"):  # before any work, exit status 2
         assert main(["report", f"results_dir={FIXTURE}", "grid.name=fix", f"out_dir={tmp_path / 'x'}", bad]) == 2
     assert not (tmp_path / "x").exists()
 
@@ -451,23 +451,39 @@ def test_a_difference_needs_min_seeds_per_arm_to_be_tested():
     # min_seeds = 4: bottom80 is tested too
     again = tb.aggregate(rows, lookup, tb.Options(min_seeds=4)).set_index(["variant", "benchmark"])
     assert again.loc[("bottom80", "b"), "verdict"] == "lower"
+    # the margin is stated in one metric's points: no equivalence verdict for another metric
+    other = tb.aggregate(rows, lookup, tb.Options(equivalence_metric="len@k")).set_index(["variant", "benchmark"])
+    assert other.loc[("top20", "b"), "eq_verdict"] == "" and other.loc[("top20", "b"), "verdict"] == "inconclusive"
 
 
-def test_provenance_records_what_decides_repeatability():
-    """CPU model and vector instruction set, thread settings and torch's kernel level in every provenance block;
-    cells that ran on different machines are flagged in versions.csv."""
+def test_provenance_records_what_decides_repeatability(monkeypatch):
+    """CPU model and vector instruction set, thread settings (torch's and the OMP / MKL environment), settings
+    that pick kernels, and torch's kernel level in every provenance block; cells that ran on different machines
+    are flagged in versions.csv."""
     import torch
 
     from harness.core.io import provenance
     from harness.reporting import tables as tb
+    from harness.reporting.load import _eval_provenance
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        m = provenance()["machine"]
+        prov = provenance()
     finally:
         torch.set_num_threads(before)
+    m = prov["machine"]
+    assert m["thread_env"]["OMP_NUM_THREADS"] == "1" and m["thread_env"]["MKL_NUM_THREADS"] == "1"
+    assert m["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
     assert m["cpu"]["model"] and m["cpu"]["logical_cpus"] >= 1
+    assert 1 <= m["cpu"]["usable_cpus"] <= m["cpu"]["logical_cpus"]
+    read = _eval_provenance({"provenance": prov})["machine"]  # what the report compares between cells
+    assert read["thread_env"] == "MKL_NUM_THREADS=1 OMP_NUM_THREADS=1"
+    assert read["kernel_env"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+    assert read["torch_threads"] == "1" and read["cpu"] == m["cpu"]["model"]
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "flags" in cpuinfo.read_text():
         flags = set(next(x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")).split(":")[1].split())

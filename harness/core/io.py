@@ -89,7 +89,11 @@ def library_versions() -> dict[str, str]:
 
 _ISA = re.compile(r"^(avx|amx|fma|f16c|sse4|vnni|neon|sve|asimd)")  # flags that change which kernels run
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS",
-               "CUBLAS_WORKSPACE_CONFIG")
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+# Settings that pick the kernels themselves: ATen's vector level, oneDNN's and MKL's instruction set, MKL's
+# conditional numerical reproducibility mode, OpenBLAS's core type. Unset on an ordinary machine.
+_KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS",
+               "OPENBLAS_CORETYPE")
 
 
 @lru_cache(maxsize=1)
@@ -107,7 +111,11 @@ def cpu_info() -> dict:
     except OSError:
         pass
     model = model or platform.processor() or platform.machine()
-    return {"model": model, "isa_flags": " ".join(flags), "logical_cpus": os.cpu_count()}
+    try:  # the CPUs this process may run on (a container or taskset can hold fewer): torch's default thread count
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"model": model, "isa_flags": " ".join(flags), "logical_cpus": os.cpu_count(), "usable_cpus": usable}
 
 
 def torch_runtime() -> dict | None:
@@ -141,7 +149,7 @@ def machine() -> dict:
     """What decides bit-for-bit repeatability of a number: CPU model and instruction set, thread settings, torch's
     kernels. Same values (and library versions) -> the same bits; different ones -> the same only statistically."""
     return {"cpu": cpu_info(), "thread_env": {k: os.environ[k] for k in _THREAD_ENV if k in os.environ},
-            "torch": torch_runtime()}
+            "kernel_env": {k: os.environ[k] for k in _KERNEL_ENV if k in os.environ}, "torch": torch_runtime()}
 
 
 def provenance(config: Any = None, **extra: Any) -> dict:

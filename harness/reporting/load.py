@@ -259,9 +259,13 @@ def _eval_provenance(d: dict) -> dict:
     mach = prov.get("machine") if isinstance(prov.get("machine"), dict) else {}
     cpu = mach.get("cpu") if isinstance(mach.get("cpu"), dict) else {}
     tor = mach.get("torch") if isinstance(mach.get("torch"), dict) else {}
+    env = {name: " ".join(f"{k}={v}" for k, v in sorted(mach[name].items())) or None
+           for name in ("thread_env", "kernel_env") if isinstance(mach.get(name), dict)}
     machine = {k: str(v) for k, v in (("cpu", cpu.get("model")), ("isa_flags", cpu.get("isa_flags")),
                                       ("cpu_capability", tor.get("cpu_capability")),
-                                      ("torch_threads", tor.get("num_threads"))) if v is not None}
+                                      ("torch_threads", tor.get("num_threads")),
+                                      ("thread_env", env.get("thread_env")),
+                                      ("kernel_env", env.get("kernel_env"))) if v is not None}
     return {"git_hash": str(prov.get("git_hash") or d.get("git_hash") or ""),
             "versions": {str(k): str(v) for k, v in libs.items()}, "machine": machine,
             "task_versions": {str(k): str(v) for k, v in (tv or {}).items()} if isinstance(tv, dict) else {},

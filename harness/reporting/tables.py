@@ -53,6 +53,7 @@ class Options:
     min_seeds: int = 5            # seeds per arm a difference needs before it is tested (configs/report.yaml)
     equivalence_variant: str | None = "top20"   # tested for equivalence with the reference
     equivalence_margin: float = 2.0             # points of the metric (configs/report.yaml: the justification)
+    equivalence_metric: str = "avg@k"           # the metric family the margin is stated in (Acc)
 
 
 # ---------------------------------------------------------------- selecting and ordering
@@ -322,7 +323,7 @@ def _delta(variant: str, units: dict, ref_units: dict, benchmarks: Sequence[str]
     nv, nr = min(len(units[b]) for b in benchmarks), min(len(ref_units[b]) for b in benchmarks)
     rec = dict(_NO_DELTA, reference=opts.reference, delta=value - ref_value, n_seeds_ref=nr,
                verdict=TOO_FEW if min(nv, nr) < opts.min_seeds else "")
-    eq = variant == opts.equivalence_variant
+    eq = variant == opts.equivalence_variant and metric == opts.equivalence_metric
     if eq:
         rec.update(eq_margin=opts.equivalence_margin, eq_verdict=TOO_FEW)
     if min(nv, nr) < 2:  # one run in an arm: problems only, never tested
