@@ -234,6 +234,20 @@ def test_dead_running_cell_is_interrupted_in_report_and_status(runs, capsys):
     assert "left out" in capsys.readouterr().err
 
 
+def test_cell_completed_under_other_evaluation_settings_is_left_out(runs, clean):
+    """cell.json is rewritten when a grid's evaluation settings change; until `harness run` evaluates the cell again,
+    its status.json is complete for the old evaluation, whose numbers must not sit beside the new ones."""
+    cell = _cell(runs, "mini-full-s1-*")
+    cfg = json.loads((cell / "cell.json").read_text())
+    old = cfg["eval_id"]
+    (cell / "cell.json").write_text(json.dumps({**cfg, "eval_id": "e-00000000"}))
+    res, acc, summary, problems = _report(runs)
+    problem = problems[f"{cell.name}/status.json"]
+    assert problem.startswith("state pending:") and old in problem and "e-00000000" in problem
+    assert acc.loc[("full", "mini_id"), "n_seeds"] == clean[1].loc[("full", "mini_id"), "n_seeds"] - 1
+    assert acc.loc[("full", "mini_id"), "value"] == pytest.approx(_without_seed(clean[2], "full", 1))
+
+
 def test_running_cell_on_another_host_is_not_called_dead(runs):
     cell = _cell(runs, "mini-full-s1-*")
     (cell / "status.json").write_text(json.dumps({"state": "running", "pid": 1, "host": "some-node-17"}))

@@ -343,6 +343,10 @@ def _scan_cell(cell_dir: Path, grid: str, step: str | int, models: dict | None, 
     cell = parse_cell(cfg, cell_dir, models)
     state, note = cell_state(status) if status is not None else ("corrupt status", "")
     eval_id = str((status or {}).get("eval_id") or "")
+    planned = str(cfg.get("eval_id") or "")
+    if state == "complete" and planned and eval_id != planned:  # evaluation settings changed since it completed
+        state, note = "pending", (f"status.json is complete for evaluation {eval_id or '(none)'!r} but cell.json "
+                                  f"plans evaluation {planned!r}; harness run evaluates it")
     labels = list(_eval_dirs(cell_dir, eval_id))
     table_step = pick_step(labels, step) if state == "complete" else None
     if table_step is None and state == "complete" and cell["variant"] == "base" and "base" in labels:
