@@ -37,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
 from harness.core.io import QUIET_PROGRESS_ENV, REPO_ROOT, atomic_write_json, provenance
-from harness.core.status import cell_state, read_status, this_process, write_status
+from harness.core.status import BUSY_EXIT, CellBusy, cell_state, hold_cell, read_status, this_process, write_status
 from harness.identity import digest, identity
 
 
@@ -408,6 +408,7 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True, phase: str = "
     cdir = Path(cdir)
     cell = load_cell(cdir)
     t0 = time.time()
+    lock = hold_cell(cdir) if write else None  # raises CellBusy before anything is written
     if write:
         write_status(cdir, "running", phase=phase, **this_process())
     try:
@@ -444,6 +445,9 @@ def run_cell(cdir: str | Path, train_fn=None, write: bool = True, phase: str = "
             write_status(cdir, "failed", error=f"{type(e).__name__}: {e}", phase=phase,
                          traceback=traceback.format_exc()[-4000:], wall_s=round(time.time() - t0, 1))
         raise
+    finally:
+        if lock:
+            lock.close()
 
 
 def _check_eval_overrides(cell: Cell, extra: tuple[str, ...]) -> None:
@@ -596,7 +600,10 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
             log.close()
             del running[cid]
             state = read_status(cell_dir(cfg.results_dir, c))
-            if proc.returncode != 0 or state["state"] != "complete":
+            if proc.returncode == BUSY_EXIT:  # another process runs it: its status is that process's to write
+                tqdm.write(f"skipped {cid}: being run by another process (pid {state.get('pid')} on "
+                           f"{state.get('host')})")
+            elif proc.returncode != 0 or state["state"] != "complete":
                 failed.append(c)
                 if state["state"] != "failed":  # killed from outside before it could say so
                     write_status(cell_dir(cfg.results_dir, c), "failed", error=f"exit {proc.returncode}")
@@ -684,4 +691,8 @@ if __name__ == "__main__":
     from harness.core.io import quiet_progress_unless_terminal
 
     quiet_progress_unless_terminal()
-    run_cell(sys.argv[1])
+    try:
+        run_cell(sys.argv[1])
+    except CellBusy as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(BUSY_EXIT)

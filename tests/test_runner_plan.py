@@ -1,5 +1,7 @@
 """Grids are data: every grid composes, and the plans have the cells and resources the paper needs."""
 
+import json
+
 import pytest
 
 from harness.cli import main as cli
@@ -52,3 +54,32 @@ def test_unknown_variant_in_a_grid_fails_before_compute(tmp_path):
     with pytest.raises(ConfigError, match="variant"):
         plan(load_config("run", ["grid=paper", "grid.variants=[top20,top33]"]).grid)
     assert cli(["run", "grid=nosuchgrid", f"results_dir={tmp_path}"]) == 2
+
+
+def test_a_cell_is_never_run_by_two_processes_at_once(tmp_path):
+    """Two `harness run`s of one grid (or a job started twice) would train one cell twice into one folder: the
+    second cell process finds the cell's lock held, exits with BUSY_EXIT and writes nothing, so the first one's
+    `running` status stands and the local launcher does not mark the cell failed."""
+    import shutil
+    import subprocess
+    import sys
+
+    from harness.core.io import REPO_ROOT
+    from harness.core.status import BUSY_EXIT, hold_cell, this_process, write_status
+
+    (src,) = sorted((REPO_ROOT / "results" / "runs" / "mini").glob("mini-base-s0-*"))
+    cdir = tmp_path / "results" / "runs" / "mini" / src.name
+    shutil.copytree(src, cdir)
+    write_status(cdir, "running", **this_process())
+    before = (cdir / "status.json").read_bytes()
+    held = hold_cell(cdir)
+    r = subprocess.run([sys.executable, "-m", "harness.runner", str(cdir)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == BUSY_EXIT, r.stderr[-2000:]
+    assert "is being run by another process" in r.stderr and f"pid {this_process()['pid']}" in r.stderr
+    assert (cdir / "status.json").read_bytes() == before
+    held.close()  # released: the same command now runs the cell (a base cell: evaluation done, nothing to compute)
+    r = subprocess.run([sys.executable, "-m", "harness.runner", str(cdir)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((cdir / "status.json").read_text())["state"] == "complete"

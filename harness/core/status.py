@@ -6,6 +6,7 @@ whose process is gone. Written by the runner; read by the runner, the launchers 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -30,6 +31,27 @@ def write_status(cdir: Path, state: str, **extra) -> None:
     assert state in STATES, state
     atomic_write_json(cdir / "status.json", {"state": state, "time_utc": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})
+
+
+class CellBusy(RuntimeError):
+    """Another process holds the cell (two `harness run`s of one grid at once, or a job started twice)."""
+
+
+BUSY_EXIT = 75  # exit status of a cell process that found its cell held by another (EX_TEMPFAIL)
+
+
+def hold_cell(cdir: Path):
+    """Take the cell's lock (flock on `<cell>/.lock`, released when the returned file is closed or the process
+    ends, however it ends); raise CellBusy naming the holder when another process has it."""
+    f = open(cdir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        st = read_status(cdir)
+        raise CellBusy(f"{cdir.name} is being run by another process (status {st.get('state')}, pid "
+                       f"{st.get('pid')} on {st.get('host')}); not started twice") from None
+    return f
 
 
 def this_process() -> dict:
