@@ -141,48 +141,6 @@ def test_resolve_model_path(tmp_path):
     assert resolve_model_path(hooked) == str(tmp_path / "hooked") and (tmp_path / "hooked" / "config.json").exists()
 
 
-_REWARD_CALLS = []
-
-
-def late_variety_reward(completions, **kw):
-    """0 for everything on a process's first two calls (every group dropped), then 0/1 alternating (every group
-    kept): each rank calls it once per generation round."""
-    _REWARD_CALLS.append(len(completions))
-    if len(_REWARD_CALLS) <= 2:
-        return [0.0] * len(completions)
-    return [float(i % 2) for i in range(len(completions))]
-
-
-@pytest.mark.slow
-def test_two_processes_gathered_scope(tmp_path, math_data_dir):
-    """`torchrun --nproc_per_node 2` on CPU is a real data-parallel (gloo) run: one metrics line per step, counts
-    over both ranks, the gathered threshold over token-budget pools (their count is the maximum over the ranks:
-    ~1,300-3,500 tokens per rank and update, 700 per pool), dynamic sampling that refills on both ranks together."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    out = tmp_path / "dist"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "harness.cli", "train", "variant=top20", "trainer.max_steps=2", f"out={out}",
-           "trainer.mask_scope=gathered", "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16",
-           "data.reward=test_train:late_variety_reward", "trainer.overlong_buffer=0",
-           "trainer.micro_batching=token_budget", "trainer.micro_batch_tokens=700"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = read_jsonl(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2] and rows[0]["rollout"] == rows[1]["rollout"] == 1
-    # two rounds of all-equal groups on both ranks, then a kept round: 8 of 12 groups dropped, no fill rows
-    assert all(r["gen_batches"] == 3 and r["dropped_group_frac"] == pytest.approx(8 / 12) for r in rows)
-    # 2 prompts x 4 responses per update, over both ranks: up to 8 x 32 response tokens, 20% of them selected
-    assert all(100 < r["n_response_tokens"] <= 256 and abs(r["selected_frac"] - 0.2) <= 0.025 for r in rows)
-    assert all(r["loss"] != 0 for r in rows)
-    assert json.loads((out / "summary.json").read_text())["processes"] == 2
-    assert (out / "final" / "model.safetensors").exists()
-
-
 def test_too_few_problems_for_one_rollout_batch(tmp_path, math_data_dir):
     """A training set smaller than one rollout batch would train nothing: refused, nothing saved as final."""
     cfg = load_config("train", _overrides(tmp_path, math_data_dir, "data.limit=3", "trainer.max_steps=1"))
