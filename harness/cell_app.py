@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness.core.io import CONFIG_DIR, REPO_ROOT
+from harness.core.io import CONFIG_DIR, shipped_config
 
 
 def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
@@ -32,14 +32,21 @@ def _accelerate_train(cell, cdir: Path, launcher: dict) -> None:
 
     env = submitit.JobEnvironment()
     gpus = int(cell.resources.get("gpus_per_node", 8))
-    cmd = ["accelerate", "launch", "--config_file", launcher.get("accelerate_config", "configs/accelerate/zero3.yaml"),
+    # the launcher's accelerate file and the DeepSpeed file it names: as given, else the package's copy (an installed
+    # package has no configs/ in the current directory); the job runs in the submitting folder, paths stay relative
+    accelerate = shipped_config(launcher.get("accelerate_config", "configs/accelerate/zero3.yaml"))
+    import yaml
+
+    ds = (yaml.safe_load(accelerate.read_text()).get("deepspeed_config") or {}).get("deepspeed_config_file")
+    cmd = ["accelerate", "launch", "--config_file", str(accelerate),
+           *(["--deepspeed_config_file", str(shipped_config(ds))] if ds else []),
            "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
            "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
            "--num_processes", str(env.num_nodes * gpus),
            "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"),
            "resume=true",
            "trainer.use_vllm=true"]
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    subprocess.run(cmd, check=True)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="cell", version_base="1.3")

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
-from harness.core.io import QUIET_PROGRESS_ENV, REPO_ROOT, atomic_write_json, provenance
+from harness.core.io import QUIET_PROGRESS_ENV, atomic_write_json, provenance
 from harness.core.status import BUSY_EXIT, CellBusy, cell_state, hold_cell, read_status, this_process, write_status
 from harness.identity import digest, identity
 
@@ -591,7 +591,7 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start {c.cell_id}\n")
             log.flush()
             proc = subprocess.Popen([sys.executable, "-m", "harness.runner", str(cdir)], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+                                    stdout=log, stderr=subprocess.STDOUT)  # in this folder: relative paths stay
             running[c.cell_id] = (c, proc, log)
         time.sleep(0.5)
         for cid, (c, proc, log) in list(running.items()):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.core.io import REPO_ROOT
 
 
 def submit(groups: list[tuple[str, tuple, list[Path]]], cfg: DictConfig) -> None:
@@ -36,5 +35,5 @@ def submit(groups: list[tuple[str, tuple, list[Path]]], cfg: DictConfig) -> None
                 ov.append(f"hydra.launcher.setup=[{','.join(repr(s) for s in launcher['setup'])}]")
         env = {**os.environ, "HARNESS_LAUNCHER": json.dumps(launcher)}
         print("submitting:", " ".join(ov))
-        subprocess.run([sys.executable, "-m", "harness.cell_app", "-m", *ov], cwd=REPO_ROOT, env=env)
+        subprocess.run([sys.executable, "-m", "harness.cell_app", "-m", *ov], env=env)  # in this folder
 

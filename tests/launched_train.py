@@ -3,6 +3,7 @@ trainer decided, for tests/test_processes.py to check against one process holdin
 
 Recorded (nothing is replaced: each wrapper calls the real method and keeps copies of its inputs and result), saved
 to $RECORD_DIR/rank<R>.pt when the run ends:
+- `setup`: accelerate's distributed type, the torch.distributed backend, the DeepSpeed ZeRO stage (or None);
 - `select`: every mask-pool selection (`DAPOTrainer._select`): step, pool index, the pool's entropies, valid
   tokens and the selected mask on this rank;
 - `rounds`: every generation round of dynamic sampling: this rank's task rewards and completions (token lists);
@@ -34,6 +35,7 @@ def _tokens(batch: dict) -> list[list[int]]:
 
 
 def _install_recorders(record: dict) -> None:
+    import torch
     from trl import GRPOTrainer
 
     from trainers import dapo
@@ -43,6 +45,10 @@ def _install_recorders(record: dict) -> None:
 
     def _select(self, entropy, valid, pool_index):
         mask = select(self, entropy, valid, pool_index)
+        plugin = self.accelerator.state.deepspeed_plugin
+        record["setup"] = {"distributed_type": str(self.accelerator.distributed_type),
+                           "backend": str(torch.distributed.get_backend()),
+                           "zero_stage": plugin.zero_stage if plugin else None}
         record["select"].append({"step": self.state.global_step, "pool": pool_index,
                                  "entropy": entropy.detach().float().cpu().clone(), "valid": valid.cpu().clone(),
                                  "mask": mask.cpu().clone()})

@@ -1,11 +1,13 @@
-"""Several processes: `accelerate launch` with 2 CPU processes (gloo) trains the tiny model, and what the ranks decide
-together is what one process holding both ranks' data decides.
+"""Several processes: `accelerate launch` with 2 CPU processes (gloo) trains the tiny model, plain data parallel and
+under DeepSpeed ZeRO-3 (the shipped configs/accelerate/zero3.yaml, DeepSpeed's CPU accelerator), and what the ranks
+decide together is what one process holding both ranks' data decides.
 
 accelerate 1.x has no multi-process CPU launcher of its own on one machine: `--cpu --num_processes 2` (or a config
 with `distributed_type: MULTI_CPU`) takes its single-process path and starts ONE process (measured: summary.json
 said `processes: 1`), unless mpirun is configured. `--multi_gpu` is its torchrun launcher; on a machine without a
 GPU the trainer asks for the CPU (`use_cpu`), and accelerate then sets up MULTI_CPU with gloo (docs/training.md).
 """
+import importlib.util
 import json
 import os
 import socket
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.core.io import read_jsonl
+from harness.core.io import CONFIG_DIR, read_jsonl
 from trainers.masks import select_tokens
 
 TESTS = Path(__file__).parent
@@ -47,22 +49,41 @@ def _groups(rewards: list[float]) -> list[bool]:
     return [len(set(rewards[i:i + G])) > 1 for i in range(0, len(rewards), G)]
 
 
+LAUNCHERS = {
+    # accelerate's torchrun launcher; the trainer asks for the CPU, accelerate sets up gloo
+    "ddp": ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+    # the cells' own accelerate file with its DeepSpeed file named on the command line, as harness/cell_app.py does
+    "zero3": ["--config_file", str(CONFIG_DIR / "accelerate" / "zero3.yaml"),
+              "--deepspeed_config_file", str(CONFIG_DIR / "deepspeed" / "zero3.json")],
+}
+
+
 @pytest.mark.slow
-def test_accelerate_two_cpu_processes(tmp_path, math_data_dir):
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_accelerate_two_cpu_processes(tmp_path, math_data_dir, launcher):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RECORD_DIR": str(tmp_path / "record")}
+    if launcher == "zero3":
+        if importlib.util.find_spec("deepspeed") is None:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail("deepspeed is not installed (CI installs the `test` extra, which has it)")
+            pytest.skip("deepspeed is not installed (pip install -e '.[test]')")
+        # DeepSpeed's CPU accelerator: gloo, and on first use a JIT build of its shared-memory op (g++, minutes)
+        env["DS_ACCELERATOR"] = "cpu"
     out, rec = tmp_path / "run", tmp_path / "record"
     rec.mkdir()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCHERS[launcher], "--num_processes", "2",
            "--main_process_port", str(_free_port()), str(TESTS / "launched_train.py"),
            "variant=top20", "trainer.max_steps=2", f"out={out}", "trainer.mask_scope=gathered",
            "data=local", f"data.path={math_data_dir / 'math500.jsonl'}", "data.limit=16",
            "data.reward=launched_train:rank_staggered_reward", "trainer.overlong_buffer=0",
            "trainer.micro_batching=token_budget", "trainer.micro_batch_tokens=400",
            "trainer.micro_batch_size=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RECORD_DIR": str(rec)}
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (torch.load(rec / f"rank{r}.pt") for r in (0, 1))
+    assert r0["setup"] == r1["setup"] == {"distributed_type": "DistributedType." + (
+        "DEEPSPEED" if launcher == "zero3" else "MULTI_CPU"), "backend": "gloo",
+        "zero_stage": 3 if launcher == "zero3" else None}
 
     # (a) mask_scope=gathered: every pool's selection over both ranks = one process over both ranks' rows
     assert len(r0["select"]) == len(r1["select"]) >= 4  # 2 steps x at least 2 token-budget pools

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from harness.core.config import ConfigError, require_choice, require_output_dir, require_seed, to_dict
 from harness.core import rundir
-from harness.core.io import (REPO_ROOT, atomic_write_json, atomic_write_jsonl, atomic_write_text, progress_bars,
+from harness.core.io import (atomic_write_json, atomic_write_jsonl, atomic_write_text, progress_bars,
                              provenance, read_jsonl)
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -303,9 +303,8 @@ def _is_local(path: str) -> bool:
 
 
 def _local(path: str) -> Path:
-    """A local model path; relative paths are relative to the repository root."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    """A local model path; relative paths are relative to the current directory."""
+    return Path(path).expanduser().absolute()
 
 
 def resolve_model_path(model_cfg, out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> str:
@@ -313,8 +312,8 @@ def resolve_model_path(model_cfg, out_dir: str | Path | None = None, cache_dir: 
 
     - `model.prepare: module:function` (e.g. a warm start): called as `fn(model_cfg)`, returns the folder;
     - `model.tiny` (and no `path`): `build_tiny(**model.tiny)` into `out_dir/base_model`, or, without `out_dir`,
-      into `cache_dir` (default `results/cache/tiny`) under a name made of the seed and sizes (built once);
-    - otherwise `model.path`: a hub id, or a local folder (relative paths are relative to the repository root).
+      into `cache_dir` (default `results/cache/tiny` in the current directory) under a name made of the seed and sizes (built once);
+    - otherwise `model.path`: a hub id, or a local folder (relative paths are relative to the current directory).
     """
     m = to_dict(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
     if m.get("prepare"):
@@ -326,7 +325,7 @@ def resolve_model_path(model_cfg, out_dir: str | Path | None = None, cache_dir: 
         spec = dict(m["tiny"])
         if out_dir is not None:
             return str(build_tiny(Path(out_dir) / "base_model", **spec))
-        root = Path(cache_dir) if cache_dir else REPO_ROOT / "results" / "cache" / "tiny"
+        root = Path(cache_dir if cache_dir else "results/cache/tiny").absolute()
         cache = root / "-".join(f"{k}{v}" for k, v in sorted(spec.items()))
         if not (cache / "model.safetensors").exists():
             build_tiny(cache, **spec)
@@ -561,5 +560,6 @@ def train(cfg, reward_funcs: list | None = None) -> Path:
 
 def main(cfg) -> int:
     path = train(cfg)
-    print(f"training run written to {path}")
+    if os.environ.get("RANK", "0") == "0":  # once, not per process of a launched run
+        print(f"training run written to {path}")
     return 0

@@ -18,8 +18,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+# Where the packages were imported from: the checkout in a source tree or an editable install; site-packages (or
+# pip's --target folder) in a regular install. Nothing is read from it or written into it at run time: relative
+# paths a user gives (results_dir, out, model.path, data.path) mean the current directory.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+# The Hydra configs, shipped as package data: harness/configs is a link to the top-level configs/ in the checkout,
+# and setuptools copies the files behind it into the wheel (pyproject.toml), so an installed package has them too.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_config(path: str | os.PathLike) -> Path:
+    """A config file named like `configs/accelerate/zero3.yaml` (a launcher's accelerate or DeepSpeed file): the
+    path as given when it exists (absolute, or relative to the current directory), else the package's copy."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or p.parts[:1] != ("configs",):
+        return p.absolute()
+    return CONFIG_DIR.joinpath(*p.parts[1:])
 
 _LIBS = ("torch", "transformers", "trl", "lm_eval", "math-verify", "latex2sympy2_extended", "hydra-core", "tokenizers",
          "accelerate", "vllm", "deepspeed", "pandas", "entropy-harness")
@@ -65,7 +79,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def git_hash(short: bool = False) -> str:
-    """The repository's HEAD commit, with '+dirty' when the tree has uncommitted changes; 'unknown' outside git."""
+    """The repository's HEAD commit, with '+dirty' when the tree has uncommitted changes; 'unknown' outside git and for
+    an installed package (whose folder may sit inside some other repository: its version is in library_versions)."""
+    if not (REPO_ROOT / ".git").exists():
+        return "unknown"
     try:
         h = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=10, check=True).stdout.strip()

@@ -151,16 +151,14 @@ def eval_problems(cfg_data: Mapping[str, Any]) -> list[dict]:
 def load_train(cfg_data: Mapping[str, Any]):
     """Trainer data loader: `n_train` problems (columns prompt, answer), disjoint from the held-out set.
 
-    If `model_path` is set (relative: to the repository root), the model's stored format must match
+    If `model_path` is set (relative: to the current directory), the model's stored format must match
     (`check_format`).
     """
     import datasets
 
-    from harness.core.io import REPO_ROOT
-
     fmt = TaskFormat.from_config(cfg_data.get("format"))
     if cfg_data.get("model_path"):
-        check_format(REPO_ROOT / Path(cfg_data["model_path"]).expanduser(), fmt)  # absolute paths stay as they are
+        check_format(Path(cfg_data["model_path"]).expanduser().absolute(), fmt)
     held_out = [p["prompt"] for p in eval_problems(cfg_data)]
     rows = make_problems(fmt, int(cfg_data.get("n_train", 4096)), int(cfg_data.get("seed", 0)), exclude=held_out)
     return datasets.Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])

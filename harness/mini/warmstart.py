@@ -187,22 +187,19 @@ def train_warm_start(cfg: WarmStartConfig, out_dir: str | Path, log_every: int =
 
 
 def ensure_warm_start(model_cfg: Mapping[str, Any], verbose: bool = False) -> Path:
-    """The warm-started model at `model_cfg["path"]` (relative: to the repository root), trained now unless a
+    """The warm-started model at `model_cfg["path"]` (relative: to the current directory), trained now unless a
     passing one with the same recipe (fingerprint of `model_cfg["warmstart"]`) is already there. This is the
     model config's `prepare` hook (trainers.train.resolve_model_path). Raises WarmStartError if the gate fails;
     the failed model is kept beside the path (`<path>.failed`) for inspection and never used. A file lock
     makes concurrent callers (two cells starting at once) train it only once."""
     import fcntl
 
-    from harness.core.io import REPO_ROOT
-
     if not isinstance(model_cfg, dict):
         from omegaconf import OmegaConf
 
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
     cfg = WarmStartConfig.from_config(model_cfg["warmstart"])
-    path = Path(model_cfg["path"]).expanduser()
-    path = path if path.is_absolute() else REPO_ROOT / path
+    path = Path(model_cfg["path"]).expanduser().absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.core.io import REPO_ROOT, atomic_write_json, atomic_write_text, provenance
+from harness.core.io import atomic_write_json, atomic_write_text, provenance
 from harness.reporting import analyses as an
 from harness.reporting import figures as figs
 from harness.reporting import tables as tb
 from harness.reporting.document import Parts, render
 from harness.reporting.load import SUMMARY_COLUMNS, Issue, load_grid, load_published
 
-PUBLISHED_DIR = REPO_ROOT / "results" / "published"
+# the paper's numbers (results/published/ in the checkout; a link here, so they ship as package data)
+PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 
 
 @dataclass
