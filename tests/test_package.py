@@ -45,11 +45,9 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _harness(site: Path, cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    # the installed copy first on the path (ahead of any editable install of the checkout); the entry point as the
-    # console script calls it
+    # the console script pip wrote, with the installed copy first on the path (ahead of any editable install)
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    code = "import sys, harness.cli; sys.exit(harness.cli.main())"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([str(site / "bin" / "harness"), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -346,6 +346,8 @@ def grpo_args(plan: Plan, seed: int):
                           "README.md for its CPU build); or pass trainer.use_vllm=false")
     v = plan.vllm
     cpu = not torch.cuda.is_available()
+    if cpu:  # DeepSpeed (ZeRO-3 on CPU processes, or only imported by accelerate's unwrap in save_pretrained) takes
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # its CPU accelerator, named here: no "unable to detect" warning
     return GRPOConfig(
         use_cpu=cpu,  # also makes `torchrun --nproc_per_node N` on CPU a real data-parallel (gloo) run
         **({"ddp_backend": "gloo"} if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}),
