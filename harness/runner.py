@@ -13,8 +13,8 @@ config (readable prefix + hash), its directory is `<results_dir>/runs/<grid>/<ce
 A cell is complete only when status.json says so. Rerunning the same command skips complete cells,
 resumes an unfinished cell from its last training checkpoint and skips evaluations already written.
 Each cell runs in its own process (`python -m harness.runner CELL_DIR`), so a crash in one cell is
-recorded in its status and the others go on. Launchers: `local` (jobs=N at once) and `slurm`
-(hydra-submitit-launcher; see harness/slurm.py and harness/cell_app.py).
+recorded in its status and the others go on. Launchers: `local` (jobs=N at once) and `slurm` (every cell's jobs
+submitted at once through submitit; harness/slurm.py).
 """
 from __future__ import annotations
 
@@ -477,9 +477,14 @@ def _select(cfg: DictConfig) -> tuple[list[Cell], list[Cell]]:
 def cell_command(cell: Cell, cfg: DictConfig) -> str:
     cdir = cell_dir(cfg.results_dir, cell)
     if cfg.launcher.name == "slurm":
-        return (f"srun accelerate launch --config_file {cfg.launcher.accelerate_config} "
-                f"-m harness.cli train {' '.join(train_overrides_for(cell, cdir / 'train'))}")
+        return f"sbatch: {' then '.join(p for p, _ in cell_jobs(cell, cdir))} job (scripts: dry_run=true)"
     return f"{sys.executable} -m harness.runner {cdir}"
+
+
+def cell_env(threads: int) -> dict:
+    """The environment a cell runs in, under either launcher: `threads` for torch, no progress bars (log.txt)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+            **QUIET_PROGRESS_ENV}
 
 
 def cell_jobs(cell: Cell, cdir: Path) -> list[tuple[str, tuple]]:
@@ -498,16 +503,6 @@ def cell_jobs(cell: Cell, cdir: Path) -> list[tuple[str, tuple]]:
     extra = (f"vllm.data_parallel_size={gpus}",) if gpus > 1 else ()
     out.append(("eval", (1, gpus, max(float(r.get("eval_hours", 0)) * missing, 0.25), extra)))
     return out
-
-
-def job_groups(cells: list[Cell], results_dir) -> list[tuple[str, tuple, list[Path]]]:
-    """The cells' jobs grouped by (phase, resources): what harness/slurm.py submits, one multirun per group."""
-    groups: dict[tuple, list[Path]] = {}
-    for c in cells:
-        cdir = cell_dir(results_dir, c).resolve()
-        for phase, res in cell_jobs(c, cdir):
-            groups.setdefault((phase, res), []).append(cdir)
-    return [(phase, res, dirs) for (phase, res), dirs in groups.items()]
 
 
 def _mark(cell: Cell, cdir: Path) -> str:
@@ -578,8 +573,7 @@ def _run_local(todo: list[Cell], cfg: DictConfig) -> int:
 
     jobs = max(1, int(cfg.jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", **QUIET_PROGRESS_ENV}  # cells write to log.txt: no progress bars
+    env = {**os.environ, **cell_env(threads)}
     queue, running, failed = list(todo), {}, []
     bar = tqdm(total=len(todo), desc=f"grid {cfg.grid.name}", unit="cell", mininterval=1.0,
                disable=None)  # no bar when the output is not a terminal; the done/FAILED lines stay
@@ -628,24 +622,36 @@ def main(cfg: DictConfig) -> int:
         raise ConfigError(f"only={cfg.only!r} matches none of the cells of grid {cfg.grid.name} "
                           f"(ids look like {plan(cfg.grid)[0].cell_id}; `harness status` lists them)")
     validate(cells)  # every config composes before any compute
+    slurm = cfg.launcher.name == "slurm"
+    if slurm:  # cells whose jobs are still in the queue are left to them
+        from harness import slurm as sl
+
+        for cid, ids in sl.queued(todo, cfg.results_dir).items():
+            print(f"{cid}: job(s) {' '.join(ids)} still in the queue: not submitted again")
+            todo = [c for c in todo if c.cell_id != cid]
     if cfg.dry_run:
         validate_cells(cells, cfg.results_dir, files=False)  # every value of every cell
         print_plan(cells, todo, cfg)
         try:
             validate_cells(todo, cfg.results_dir, files=True)
+            if slurm and todo:
+                sl.check_cluster(sl.plan_jobs(todo, cfg), cfg)
         except ConfigError as e:
             print(f"note: running this plan here would stop before its first cell: {e}")
+        if slurm:
+            sl.print_scripts(sl.plan_jobs(todo, cfg))
         return 0
     validate_cells(todo, cfg.results_dir)  # every cell that will run, before the first one starts
+    if slurm and todo:
+        sl.check_cluster(sl.plan_jobs(todo, cfg), cfg)  # a request no node can satisfy would wait forever
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
-    if cfg.launcher.name == "slurm":
-        from harness.slurm import submit
-
-        submit(job_groups(todo, cfg.results_dir), cfg)
-        failed = sum(read_status(cell_dir(cfg.results_dir, c))["state"] != "complete" for c in todo)
-    else:
-        failed = _run_local(todo, cfg)
+    if slurm and todo:
+        failed = sl.submit(sl.plan_jobs(todo, cfg), cfg)
+        print(f"grid {cfg.grid.name}: submitted the jobs of {len(todo) - failed} of {len(todo)} cells "
+              f"(`harness status grid={cfg.grid.name}` follows them, `harness cancel grid={cfg.grid.name}` cancels them)")
+        return min(failed, 125)
+    failed = _run_local(todo, cfg)
     print(f"grid {cfg.grid.name}: {len(todo) - failed} of {len(todo)} cells completed, {failed} failed")
     if cfg.get("report") and (failed < len(todo) or not todo):  # something new, or a finished grid
         from harness.report import main as report_main
@@ -655,17 +661,31 @@ def main(cfg: DictConfig) -> int:
 
 
 def status_rows(cfg: DictConfig) -> list[dict]:
+    """One row per cell; cells submitted to SLURM also get `jobs` (phase:id of the last submission) and
+    `scheduler` (each job's state from squeue / sacct)."""
+    from harness.slurm import is_active, scheduler_states, submitted
+
+    cells = plan(cfg.grid)
+    jobs = {c.cell_id: submitted(cell_dir(cfg.results_dir, c)) for c in cells}
+    states = scheduler_states(sorted({j["job_id"] for v in jobs.values() for j in v}))
     rows = []
-    for c in plan(cfg.grid):
+    for c in cells:
         cdir = cell_dir(cfg.results_dir, c)
         st = read_status(cdir)
         state, note = cell_state(st)
+        own = jobs[c.cell_id]
+        if own and state == "running" and not is_done(c, cdir) and states and \
+                not any(is_active(states.get(j["job_id"])) for j in own):
+            state, note = "interrupted", "its jobs have left the queue; harness run resubmits it"
         last = _last_metrics(cdir)
         rows.append({
             "cell": c.cell_id, "state": state, "needs": " ".join(pending(c, cdir)) or "-",
             "steps": _progress(cdir),
             "reward": None if "reward_mean" not in last else round(float(last["reward_mean"]), 3),
             "wall_s": st.get("wall_s"), "note": note[:70],
+            **({"jobs": " ".join(f"{j['phase']}:{j['job_id']}" for j in own) or "-",
+                "scheduler": " ".join(states.get(j["job_id"], "gone") for j in own) or "-"}
+               if any(jobs.values()) else {}),
             "log": str(cdir / "log.txt"),
         })
     return rows

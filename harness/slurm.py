@@ -1,39 +1,349 @@
-"""Submitting a grid's cells to SLURM: a Hydra multirun of harness/cell_app.py per resource group.
+"""The SLURM launcher (submitit): `harness run grid=NAME launcher=slurm` submits the jobs of every unfinished cell at
+once and returns; `harness status` adds the scheduler's state; `harness cancel grid=NAME` cancels a grid's jobs.
 
-`harness run grid=NAME launcher=slurm` calls `submit`; each job then runs `harness.cell_app` (see there).
+A cell is two jobs (harness.runner.cell_jobs): a training job (the grid's `resources`: nodes x gpus_per_node for
+`hours`), then an evaluation job that starts only when the training job has succeeded (`--dependency=afterok:ID`;
+`--kill-on-invalid-dep=yes` removes it when training failed or was cancelled). Each job is one submitit
+submission of `CellJob`, its settings (cell folder, phase, launcher settings) pickled as its arguments. Inside the
+job a CPU cell (gpus_per_node 0, e.g. the mini grid) runs in the job's process exactly as the local launcher runs
+it; a GPU cell's training runs `accelerate launch` with DeepSpeed ZeRO-3 on every node of the job (one task per
+node). A preempted or timed-out job is requeued by submitit (`CellJob` is Checkpointable, `launcher.max_requeues`
+timeouts) and resumes from its last complete checkpoint; a cancelled cell is resubmitted by the next `harness run`.
+
+Per cell, `<cell>/slurm/` holds submitit's files (the sbatch scripts `<job id>_submission.sh`, the pickled calls
+and results) and `jobs.json` (the job ids of the last submission); every job's output is appended to `<cell>/log.txt`.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import platform
+import shlex
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.core.config import ConfigError
+from harness.core.io import REPO_ROOT, atomic_write_json
+from harness.core.status import read_status, write_status
+from harness.runner import Cell, cell_dir, cell_env, cell_jobs, load_cell, run_cell, train_overrides_for
+
+TRAIN_JOB_ID = "TRAIN_JOB_ID"   # what a dry run prints in place of the training job's id (known once submitted)
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+          "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT")
 
 
-def submit(groups: list[tuple[str, tuple, list[Path]]], cfg: DictConfig) -> None:
-    """Launch the cells' jobs, grouped as harness.runner.job_groups makes them ((phase, (nodes, gpus per node,
-    hours, evaluation overrides), cell folders)), one Hydra multirun per group: training jobs first (blocks until
-    they end), then the evaluation jobs."""
-    launcher = OmegaConf.to_container(cfg.launcher, resolve=True)
-    for phase, (nodes, gpus, hours, extra), dirs in sorted(groups, key=lambda j: j[0] != "train"):
-        sweep_dir = dirs[0].parent / ".submitit"
-        ov = [f"cell_dir={','.join(map(str, dirs))}", f"phase={phase}", f"hydra/launcher={launcher['executor']}",
-              f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.timeout_min={max(1, int(hours * 60))}",
-              f"eval_overrides=[{','.join(repr(e) for e in extra)}]"]
-        if launcher["executor"] == "submitit_slurm":
-            ov += [f"hydra.launcher.nodes={nodes}", f"hydra.launcher.gpus_per_node={gpus}",
-                   "hydra.launcher.tasks_per_node=1", f"hydra.launcher.cpus_per_task={launcher['cpus_per_task']}",
-                   "hydra.launcher.max_num_timeout=3"]
-            for k in ("partition", "account", "qos", "constraint", "mem_gb"):
+@dataclass(frozen=True)
+class Job:
+    """One sbatch submission: a phase of a cell with its sbatch parameters (submitit's names)."""
+
+    cell: Cell
+    cdir: Path
+    phase: str                      # train | eval
+    params: dict                    # submitit SlurmExecutor parameters (sbatch options, setup lines, srun args)
+    gpus_per_node: int
+    eval_overrides: tuple[str, ...]
+
+    @property
+    def folder(self) -> Path:
+        return self.cdir / "slurm"
+
+
+# ----------------------------------------------------------------------------------------------
+# What is submitted
+
+
+def _launcher(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.launcher, resolve=True)
+
+
+def cpus_per_task(cell: Cell, launcher: dict) -> tuple[int, str]:
+    """(CPUs of a job's task, the key it comes from): `launcher.cpus_per_task` when set, else the grid's
+    `resources.<model>.cpus_per_task`, else 1."""
+    if launcher.get("cpus_per_task") is not None:
+        return int(launcher["cpus_per_task"]), "launcher.cpus_per_task"
+    return int(cell.resources.get("cpus_per_task", 1)), f"cpus_per_task (grid.resources of {cell.model})"
+
+
+def plan_jobs(cells: list[Cell], cfg: DictConfig) -> list[Job]:
+    """The jobs of the cells, in submission order (a cell's training job before its evaluation job)."""
+    launcher = _launcher(cfg)
+    jobs = []
+    for cell in cells:
+        cdir = cell_dir(cfg.results_dir, cell).resolve()
+        log = str(cdir / "log.txt")
+        for phase, (nodes, gpus, hours, extra) in cell_jobs(cell, cdir):
+            params = {
+                "job_name": f"{cell.cell_id}-{phase}", "time": max(1, math.ceil(hours * 60)), "nodes": int(nodes),
+                "ntasks_per_node": 1, "cpus_per_task": cpus_per_task(cell, launcher)[0],
+                "stderr_to_stdout": True, "srun_args": ["--output", log, "--open-mode=append"],
+                "setup": list(launcher.get("setup") or []), "additional_parameters": {"output": log},
+            }
+            if gpus:
+                params["gpus_per_node"] = int(gpus)
+            for k in ("partition", "account", "qos", "constraint"):
                 if launcher.get(k):
-                    ov.append(f"hydra.launcher.{k}={launcher[k]}")
-            if launcher.get("setup"):
-                ov.append(f"hydra.launcher.setup=[{','.join(repr(s) for s in launcher['setup'])}]")
-        env = {**os.environ, "HARNESS_LAUNCHER": json.dumps(launcher)}
-        print("submitting:", " ".join(ov))
-        subprocess.run([sys.executable, "-m", "harness.cell_app", "-m", *ov], env=env)  # in this folder
+                    params[k] = str(launcher[k])
+            if launcher.get("mem_gb"):
+                params["mem"] = f"{int(launcher['mem_gb'])}GB"
+            if phase == "eval" and any(j.cell is cell for j in jobs):
+                params["dependency"] = f"afterok:{TRAIN_JOB_ID}"
+                params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
+            jobs.append(Job(cell, cdir, phase, params, int(gpus), tuple(extra)))
+    return jobs
 
+
+def _with_train_id(params: dict, train_id: str) -> dict:
+    return {**params, "dependency": params["dependency"].replace(TRAIN_JOB_ID, train_id)} \
+        if "dependency" in params else params
+
+
+def sbatch_script(job: Job, train_id: str = TRAIN_JOB_ID) -> str:
+    """The sbatch script submitit writes for `job` (`<cell>/slurm/<job id>_submission.sh`): the same function of
+    the same parameters as SlurmExecutor._make_submission_file_text, so a dry run prints what is submitted."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(job.folder))])
+    return _make_sbatch_string(command=command, folder=job.folder, **_with_train_id(job.params, train_id))
+
+
+def print_scripts(jobs: list[Job]) -> None:
+    for job in jobs:
+        print(f"--- sbatch script: {job.cell.cell_id} phase={job.phase} ({job.folder}/<job id>_submission.sh)")
+        print(sbatch_script(job), end="")
+
+
+# ----------------------------------------------------------------------------------------------
+# The cluster: what it has, what is queued
+
+
+def _run(cmd: list[str]) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        raise ConfigError(f"launcher=slurm: `{shlex.join(cmd)}` failed (exit {proc.returncode}): "
+                          f"{proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+
+def nodes(partition: str | None) -> list[dict]:
+    """The partition's nodes (the default partition when None) from `sinfo`: name, cpus, mem_mb, gpus, state."""
+    out = []
+    for line in _run(["sinfo", "-h", "-N", "-o", "%N|%c|%m|%G|%P|%t"]).splitlines():
+        name, cpus, mem, gres, part, state = line.strip().split("|")
+        if (partition is None and not part.endswith("*")) or (partition is not None and part.rstrip("*") != partition):
+            continue
+        gpus = sum(int(g.split("(")[0].split(":")[-1]) for g in gres.split(",")
+                   if g.startswith("gpu:") and g.split("(")[0].split(":")[-1].isdigit())
+        out.append({"name": name, "cpus": int(cpus.rstrip("+")), "mem_mb": int(mem.rstrip("+") or 0),
+                    "gpus": gpus, "state": state})
+    return out
+
+
+def check_cluster(jobs: list[Job], cfg: DictConfig) -> None:
+    """Refuse, before anything is submitted, a job that no node of the partition can run (SLURM would keep it
+    pending forever): naming the key, its value and what the cluster's nodes have."""
+    launcher = _launcher(cfg)
+    for tool in ("sbatch", "sinfo", "squeue"):
+        if shutil.which(tool) is None:
+            raise ConfigError(f"launcher=slurm: `{tool}` is not on PATH: run `harness run ... launcher=slurm` on a "
+                              "SLURM login node (or `launcher=local` on this machine)")
+    part = launcher.get("partition")
+    have = nodes(part)
+    where = f"partition {part}" if part else "the default partition"
+    if not have:
+        raise ConfigError(f"launcher.partition={part!r}: `sinfo` lists no node in {where}")
+    listing = "; ".join(f"{n['name']}: {n['cpus']} CPUs, {n['mem_mb']} MB, {n['gpus']} GPUs" for n in have[:8])
+    for job in jobs:
+        p, cell = job.params, job.cell
+        cpus, cpus_key = cpus_per_task(cell, launcher)
+        res = f"grid.resources of {cell.model}:"
+        if job.gpus_per_node == 0 and p["nodes"] > 1:
+            raise ConfigError(f"{res} nodes={p['nodes']} with gpus_per_node=0: a CPU cell runs in one process; "
+                              "use nodes: 1")
+        wants = [(cpus, "cpus", cpus_key), (job.gpus_per_node, "gpus",
+                                           f"{res} {'gpus_per_node' if job.phase == 'train' else 'eval_gpus'}"),
+                 (int(launcher.get("mem_gb") or 0) * 1024, "mem_mb", "launcher.mem_gb")]
+        for value, what, key in wants:
+            if not any(n[what] >= value for n in have):
+                shown = value // 1024 if what == "mem_mb" else value
+                raise ConfigError(f"{key}={shown}: no node of {where} has that many {what.split('_')[0]} "
+                                  f"(cell {cell.cell_id}, {job.phase} job; the nodes: {listing})")
+        fit = [n for n in have if all(n[what] >= value for value, what, _ in wants)]
+        if len(fit) < p["nodes"]:
+            raise ConfigError(f"{res} nodes={p['nodes']}: only {len(fit)} node(s) of {where} have {cpus} CPUs "
+                              f"and {job.gpus_per_node} GPUs (cell {cell.cell_id}; the nodes: {listing})")
+
+
+def scheduler_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} from `squeue` (pending jobs with their reason; finished ones while slurmctld still holds
+    them, MinJobAge), then `sacct` for the others where accounting is on; an id neither knows is left out."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    out = {}
+    proc = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+                          capture_output=True, text=True, timeout=60)
+    for line in proc.stdout.splitlines():
+        jid, state, reason = line.strip().split("|")
+        out[jid] = state + (f" ({reason})" if state == "PENDING" and reason not in ("None", "") else "")
+    rest = [j for j in job_ids if j not in out]
+    if rest and shutil.which("sacct"):
+        proc = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(rest)],
+                              capture_output=True, text=True, timeout=60)
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            jid, state = line.split("|")[:2]
+            out.setdefault(jid, state.split()[0])
+    return out
+
+
+def is_active(state: str | None) -> bool:
+    return bool(state) and state.split()[0] in ACTIVE
+
+
+def submitted(cdir: Path) -> list[dict]:
+    """The jobs of the cell's last submission: [{"phase", "job_id", "submitted_utc"}] ([] when none)."""
+    try:
+        return json.loads((cdir / "slurm" / "jobs.json").read_text())["jobs"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+
+
+def queued(cells: list[Cell], results_dir) -> dict[str, list[str]]:
+    """{cell id: its job ids still in the queue (pending or running)} for the cells with any."""
+    ids = {c.cell_id: [j["job_id"] for j in submitted(cell_dir(results_dir, c))] for c in cells}
+    states = scheduler_states(sorted({j for v in ids.values() for j in v}))
+    return {cid: active for cid, v in ids.items() if (active := [j for j in v if is_active(states.get(j))])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Submitting and cancelling
+
+
+def submit(jobs: list[Job], cfg: DictConfig) -> int:
+    """Submit the jobs (non-blocking: sbatch returns at once); the ids go into each cell's `slurm/jobs.json` and
+    `status.json`. Returns the number of cells whose submission failed."""
+    import submitit
+
+    launcher = _launcher(cfg)
+    by_cell: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_cell.setdefault(job.cell.cell_id, []).append(job)
+    failed = 0
+    for cell_id, cell_jobs_ in by_cell.items():
+        cdir = cell_jobs_[0].cdir
+        ids: list[dict] = []
+        try:
+            for job in cell_jobs_:
+                train_id = next((j["job_id"] for j in ids if j["phase"] == "train"), TRAIN_JOB_ID)
+                ex = submitit.SlurmExecutor(folder=job.folder, max_num_timeout=int(launcher.get("max_requeues", 3)))
+                ex.update_parameters(**_with_train_id(job.params, train_id))
+                sj = ex.submit(CellJob(), str(job.cdir), job.phase, job.gpus_per_node, job.eval_overrides, launcher)
+                ids.append({"phase": job.phase, "job_id": str(sj.job_id),
+                            "submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        except Exception as e:  # a submission sbatch refused: recorded, the other cells go on
+            failed += 1
+            write_status(cdir, "failed", error=f"submission failed: {type(e).__name__}: {e}", jobs=ids)
+            print(f"FAILED to submit {cell_id}: {e}")
+            continue
+        atomic_write_json(cdir / "slurm" / "jobs.json", {"jobs": ids})
+        note = "submitted to SLURM: " + ", ".join(f"{j['phase']} job {j['job_id']}" for j in ids)
+        write_status(cdir, "pending", note=note, jobs=ids)
+        print(f"submitted {cell_id}: " + ", ".join(f"{j['phase']} job {j['job_id']}" for j in ids))
+    return failed
+
+
+def cancel_main(cfg: DictConfig) -> int:
+    """`harness cancel grid=NAME [only=GLOB]`: cancel (scancel) the queued and running jobs of the grid's cells
+    (every `<results_dir>/runs/<grid>/<cell>/slurm/jobs.json`; `only`: the cells whose id matches). A cancelled cell
+    keeps what it wrote; the next `harness run` resubmits it and it resumes from its last complete checkpoint."""
+    import fnmatch
+
+    from harness.runner import check_run
+
+    check_run(cfg)
+    if shutil.which("scancel") is None:
+        raise ConfigError("harness cancel: `scancel` is not on PATH: run it on the SLURM login node the grid was "
+                          "submitted from")
+    grid_dir = Path(cfg.results_dir) / "runs" / cfg.grid.name
+    cdirs = [f.parents[1] for f in sorted(grid_dir.glob("*/slurm/jobs.json"))
+             if not cfg.get("only") or fnmatch.fnmatch(f.parents[1].name, cfg.only)]
+    ids = {c.name: [j["job_id"] for j in submitted(c)] for c in cdirs}
+    states = scheduler_states(sorted({j for v in ids.values() for j in v}))
+    n = 0
+    for name, own in ids.items():
+        active = [j for j in own if is_active(states.get(j))]
+        if active:
+            subprocess.run(["scancel", *active], check=True, timeout=60)
+            print(f"cancelled {name}: job(s) {' '.join(active)}")
+            n += 1
+    print(f"grid {cfg.grid.name}: cancelled the jobs of {n} cell(s); {len(cdirs)} submitted cell(s) in {grid_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inside a job
+
+
+def _stamp(text: str) -> None:
+    print(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
+
+
+def _accelerate_train(cell: Cell, cdir: Path, gpus_per_node: int, launcher: dict) -> None:
+    """This node's share of a GPU cell's training: accelerate + DeepSpeed ZeRO-3 over all the job's nodes."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    cmd = ["accelerate", "launch", "--config_file", launcher["accelerate_config"],
+           "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
+           "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
+           "--num_processes", str(env.num_nodes * gpus_per_node),
+           "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"), "resume=true",
+           "trainer.use_vllm=true"]
+    print("running:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+class CellJob:
+    """The function a job runs (pickled by submitit with its arguments): one phase of one cell.
+
+    Checkpointable (submitit calls `checkpoint` on preemption or timeout, then requeues the job): the requeued job
+    calls it again with the same arguments and training resumes from its last complete checkpoint."""
+
+    requeued = False
+
+    def __call__(self, cdir: str, phase: str, gpus_per_node: int, eval_overrides: tuple, launcher: dict) -> str:
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
+        os.environ.update(cell_env(threads))  # as the local launcher gives a cell, before torch is imported
+        cdir_ = Path(cdir)
+        cell = load_cell(cdir_)
+        _stamp(f"start {cell.cell_id} phase={phase} SLURM job {os.environ.get('SLURM_JOB_ID')} "
+               f"(restart {os.environ.get('SLURM_RESTART_COUNT', 0)}) on {platform.node()}, {threads} thread(s)")
+        try:
+            if phase == "train" and gpus_per_node > 0:
+                import submitit
+
+                node = submitit.JobEnvironment().node
+                run_cell(cdir_, train_fn=lambda: _accelerate_train(cell, cdir_, gpus_per_node, launcher),
+                         write=(node == 0), phase=phase)
+            else:  # a CPU cell (or an evaluation job): in this process, as the local launcher runs it
+                run_cell(cdir_, phase=phase, eval_overrides=tuple(eval_overrides))
+        except SystemExit:
+            if self.requeued:  # submitit's handler requeued the job and exits: say so, not `failed`
+                write_status(cdir_, "pending", note=f"requeued (SLURM job {os.environ.get('SLURM_JOB_ID')} "
+                             "preempted or timed out): resumes from its last complete checkpoint")
+            raise
+        state = read_status(cdir_)["state"]
+        _stamp(f"end {cell.cell_id} phase={phase}: {state}")
+        return state
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        self.requeued = True
+        _stamp("preempted or timed out: requeued; the job resumes from the last complete checkpoint")
+        return DelayedSubmission(self, *args, **kwargs)

@@ -20,7 +20,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     1: ("trainers", "harness.evaluation", "harness.tasks", "harness.sandbox", "harness.metrics",
         "harness.mini", "harness.identity"),                          # libraries
     2: ("ablations", "harness.reporting"),                            # analyses and tables, on top of libraries
-    3: ("harness.runner", "harness.cell_app", "harness.slurm", "harness.report", "harness.cli",
+    3: ("harness.runner", "harness.slurm", "harness.report", "harness.cli",
         "harness.migrate"),                                           # entry points
 }
 PACKAGE_INITS = {"harness", "trainers", "ablations"}  # empty namespace docstrings (plus ablations.ANALYSES)

@@ -117,17 +117,3 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
         assert (cdir / "eval" / c.eval_id).is_dir() and (cdir / "eval" / new[c.cell_id]).is_dir()  # side by side
         assert read_status(cdir)["eval_id"] == new[c.cell_id]
 
-
-def test_slurm_launcher_path_with_submitit_local_executor(tmp_path):
-    """launcher=slurm goes through hydra-submitit-launcher; its local executor runs the same path here."""
-    args = tiny_grid(tmp_path) + ["grid.variants=[full]", "grid.base_eval=false", "grid.eval.every_n_steps=null",
-                                  "launcher=slurm", "launcher.executor=submitit_local"]
-    proc = harness_run(args)
-    out, _ = proc.communicate(timeout=900)
-    assert proc.returncode == 0, out
-    assert "hydra/launcher=submitit_local" in out
-    (cell,) = plan(load_config("run", args).grid)
-    cdir = tmp_path / "runs" / "mini" / cell.cell_id
-    assert read_status(cdir)["state"] == "complete"
-    assert (cdir / "eval" / cell.eval_id / "step-8" / "summary.csv").exists()
-    assert list((tmp_path / "runs" / "mini" / ".submitit").rglob("*_log.out")), "submitit wrote no job log"

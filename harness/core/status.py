@@ -56,8 +56,10 @@ def hold_cell(cdir: Path):
 
 def this_process() -> dict:
     """What a `running` status records about its writer: pid, host and the process's start time (boot clock
-    ticks, /proc), so that a later reader can tell a live cell from one whose process is gone."""
-    return {"pid": os.getpid(), "host": platform.node(), "pid_start": _proc_stat(os.getpid())[1]}
+    ticks, /proc), so that a later reader can tell a live cell from one whose process is gone; inside a SLURM job
+    also the job's id."""
+    job = {"slurm_job_id": os.environ["SLURM_JOB_ID"]} if os.environ.get("SLURM_JOB_ID") else {}
+    return {"pid": os.getpid(), "host": platform.node(), "pid_start": _proc_stat(os.getpid())[1], **job}
 
 
 def _proc_stat(pid: int) -> tuple[str | None, str | None]:
