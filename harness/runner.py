@@ -674,8 +674,8 @@ def status_rows(cfg: DictConfig) -> list[dict]:
         st = read_status(cdir)
         state, note = cell_state(st)
         own = jobs[c.cell_id]
-        if own and state == "running" and not is_done(c, cdir) and states and \
-                not any(is_active(states.get(j["job_id"])) for j in own):
+        known = [states.get(j["job_id"]) for j in own if states.get(j["job_id"]) != "unknown"]
+        if own and state == "running" and len(known) == len(own) and not any(map(is_active, known)):
             state, note = "interrupted", "its jobs have left the queue; harness run resubmits it"
         last = _last_metrics(cdir)
         rows.append({

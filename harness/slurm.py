@@ -180,14 +180,22 @@ def check_cluster(jobs: list[Job], cfg: DictConfig) -> None:
                               f"and {job.gpus_per_node} GPUs (cell {cell.cell_id}; the nodes: {listing})")
 
 
-def scheduler_states(job_ids: list[str]) -> dict[str, str]:
+def scheduler_states(job_ids: list[str], strict: bool = False) -> dict[str, str]:
     """{job id: state} from `squeue` (pending jobs with their reason; finished ones while slurmctld still holds
-    them, MinJobAge), then `sacct` for the others where accounting is on; an id neither knows is left out."""
-    if not job_ids or shutil.which("squeue") is None:
+    them, MinJobAge), then `sacct` for the others where accounting is on; an id neither knows is left out. When
+    the scheduler cannot be asked, every id is `unknown`, or with `strict` a ConfigError says why."""
+    if not job_ids:
         return {}
-    out = {}
     proc = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60) if shutil.which("squeue") else None
+    # squeue fails (exit 1, "Invalid job id") when no id is known any more: that is an answer
+    if proc is None or (proc.returncode and "Invalid job id" not in proc.stderr):
+        why = "`squeue` is not on PATH" if proc is None else f"`squeue` failed: {proc.stderr.strip()[-300:]}"
+        if strict:
+            raise ConfigError(f"launcher=slurm: cannot tell which of the jobs {' '.join(job_ids)} are still queued "
+                              f"({why}); run it where the grid was submitted")
+        return {j: "unknown" for j in job_ids}
+    out = {}
     for line in proc.stdout.splitlines():
         jid, state, reason = line.strip().split("|")
         out[jid] = state + (f" ({reason})" if state == "PENDING" and reason not in ("None", "") else "")
@@ -216,7 +224,7 @@ def submitted(cdir: Path) -> list[dict]:
 def queued(cells: list[Cell], results_dir) -> dict[str, list[str]]:
     """{cell id: its job ids still in the queue (pending or running)} for the cells with any."""
     ids = {c.cell_id: [j["job_id"] for j in submitted(cell_dir(results_dir, c))] for c in cells}
-    states = scheduler_states(sorted({j for v in ids.values() for j in v}))
+    states = scheduler_states(sorted({j for v in ids.values() for j in v}), strict=True)  # never submit twice
     return {cid: active for cid, v in ids.items() if (active := [j for j in v if is_active(states.get(j))])}
 
 
@@ -247,12 +255,14 @@ def submit(jobs: list[Job], cfg: DictConfig) -> int:
                             "submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         except Exception as e:  # a submission sbatch refused: recorded, the other cells go on
             failed += 1
+            atomic_write_json(cdir / "slurm" / "jobs.json", {"jobs": ids})  # what did go in (cancel finds it)
             write_status(cdir, "failed", error=f"submission failed: {type(e).__name__}: {e}", jobs=ids)
             print(f"FAILED to submit {cell_id}: {e}")
             continue
         atomic_write_json(cdir / "slurm" / "jobs.json", {"jobs": ids})
         note = "submitted to SLURM: " + ", ".join(f"{j['phase']} job {j['job_id']}" for j in ids)
-        write_status(cdir, "pending", note=note, jobs=ids)
+        if read_status(cdir).get("slurm_job_id") not in [j["job_id"] for j in ids]:  # unless a job already started
+            write_status(cdir, "pending", note=note, jobs=ids)
         print(f"submitted {cell_id}: " + ", ".join(f"{j['phase']} job {j['job_id']}" for j in ids))
     return failed
 
