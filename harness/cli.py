@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str | None, str, str]] = {
     "eval": ("eval", "harness.evaluation:main", "evaluate a checkpoint on benchmark tasks (lm-eval)"),
     "run": ("run", "harness.runner:main", "run every unfinished cell of a grid (default: grid=mini)"),
     "status": ("run", "harness.runner:status_main", "table of a grid's cells"),
-    "cancel": ("run", "harness.slurm:cancel_main", "cancel a grid's SLURM jobs (launcher=slurm)"),
+    "cancel": ("run", "harness.runner:cancel_main", "cancel a grid's SLURM jobs (launcher=slurm)"),
     "report": ("report", "harness.report:main", "tables, figures and REPORT.md from stored results"),
     "tasks": ("eval", "harness.evaluation:tasks_main", "list evaluation tasks"),
     "tiny": ("tiny", "trainers.tiny:main", "build a tiny random Qwen3 model and tokenizer offline"),

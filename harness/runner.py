@@ -24,6 +24,7 @@ import fnmatch
 import functools
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -505,6 +506,11 @@ def cell_jobs(cell: Cell, cdir: Path) -> list[tuple[str, tuple]]:
     return out
 
 
+def _with_jobs(cells: list[Cell], cfg: DictConfig) -> list[tuple]:
+    """(cell, folder, its jobs) per cell: what harness/slurm.py plans the sbatch submissions from."""
+    return [(c, cell_dir(cfg.results_dir, c), cell_jobs(c, cell_dir(cfg.results_dir, c))) for c in cells]
+
+
 def _mark(cell: Cell, cdir: Path) -> str:
     """The plan's word for a cell to run, by its most expensive part: train | retrain (training finished, but
     weights a new evaluation or analysis needs are not on disk) | eval (stored weights) | analyse | status
@@ -626,7 +632,7 @@ def main(cfg: DictConfig) -> int:
     if slurm:  # cells whose jobs are still in the queue are left to them
         from harness import slurm as sl
 
-        for cid, ids in sl.queued(todo, cfg.results_dir).items():
+        for cid, ids in sl.queued({c.cell_id: cell_dir(cfg.results_dir, c) for c in todo}).items():
             print(f"{cid}: job(s) {' '.join(ids)} still in the queue: not submitted again")
             todo = [c for c in todo if c.cell_id != cid]
     if cfg.dry_run:
@@ -635,19 +641,19 @@ def main(cfg: DictConfig) -> int:
         try:
             validate_cells(todo, cfg.results_dir, files=True)
             if slurm and todo:
-                sl.check_cluster(sl.plan_jobs(todo, cfg), cfg)
+                sl.check_cluster(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg)
         except ConfigError as e:
             print(f"note: running this plan here would stop before its first cell: {e}")
         if slurm:
-            sl.print_scripts(sl.plan_jobs(todo, cfg))
+            sl.print_scripts(sl.plan_jobs(_with_jobs(todo, cfg), cfg))
         return 0
     validate_cells(todo, cfg.results_dir)  # every cell that will run, before the first one starts
     if slurm and todo:
-        sl.check_cluster(sl.plan_jobs(todo, cfg), cfg)  # a request no node can satisfy would wait forever
+        sl.check_cluster(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg)  # a request no node can satisfy would wait forever
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
     if slurm and todo:
-        failed = sl.submit(sl.plan_jobs(todo, cfg), cfg)
+        failed = sl.submit(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg, CellJob)
         print(f"grid {cfg.grid.name}: submitted the jobs of {len(todo) - failed} of {len(todo)} cells "
               f"(`harness status grid={cfg.grid.name}` follows them, `harness cancel grid={cfg.grid.name}` cancels them)")
         return min(failed, 125)
@@ -705,6 +711,98 @@ def status_main(cfg: DictConfig) -> int:
     counts = df["state"].value_counts().to_dict()
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
+
+
+def cancel_main(cfg: DictConfig) -> int:
+    """`harness cancel grid=NAME [only=GLOB]`: cancel (scancel) the queued and running jobs of the grid's cells
+    (every `<results_dir>/runs/<grid>/<cell>/slurm/jobs.json`; `only`: the cells whose id matches). A cancelled cell
+    keeps what it wrote; the next `harness run` resubmits it and it resumes from its last complete checkpoint."""
+    from harness.slurm import is_active, scheduler_states, submitted
+
+    check_run(cfg)
+    if shutil.which("scancel") is None:
+        raise ConfigError("harness cancel: `scancel` is not on PATH: run it on the SLURM login node the grid was "
+                          "submitted from")
+    grid_dir = Path(cfg.results_dir) / "runs" / cfg.grid.name
+    cdirs = [f.parents[1] for f in sorted(grid_dir.glob("*/slurm/jobs.json"))
+             if not cfg.get("only") or fnmatch.fnmatch(f.parents[1].name, cfg.only)]
+    ids = {c.name: [j["job_id"] for j in submitted(c)] for c in cdirs}
+    states = scheduler_states(sorted({j for v in ids.values() for j in v}))
+    n = 0
+    for name, own in ids.items():
+        active = [j for j in own if is_active(states.get(j))]
+        if active:
+            subprocess.run(["scancel", *active], check=True, timeout=60)
+            print(f"cancelled {name}: job(s) {' '.join(active)}")
+            n += 1
+    print(f"grid {cfg.grid.name}: cancelled the jobs of {n} cell(s); {len(cdirs)} submitted cell(s) in {grid_dir}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inside a SLURM job (launcher=slurm; harness/slurm.py submits CellJob)
+
+
+def _stamp(text: str) -> None:
+    print(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
+
+
+def _accelerate_train(cell: Cell, cdir: Path, gpus_per_node: int, launcher: dict) -> None:
+    """This node's share of a GPU cell's training: accelerate + DeepSpeed ZeRO-3 over all the job's nodes."""
+    import shlex
+
+    import submitit
+
+    env = submitit.JobEnvironment()
+    cmd = ["accelerate", "launch", "--config_file", launcher["accelerate_config"],
+           "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
+           "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
+           "--num_processes", str(env.num_nodes * gpus_per_node),
+           "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"), "resume=true",
+           "trainer.use_vllm=true"]
+    print("running:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+class CellJob:
+    """The function a job runs (pickled by submitit with its arguments): one phase of one cell.
+
+    Checkpointable (submitit calls `checkpoint` on preemption or timeout, then requeues the job): the requeued job
+    calls it again with the same arguments and training resumes from its last complete checkpoint."""
+
+    requeued = False
+
+    def __call__(self, cdir: str, phase: str, gpus_per_node: int, eval_overrides: tuple, launcher: dict) -> str:
+        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
+        os.environ.update(cell_env(threads))  # as the local launcher gives a cell, before torch is imported
+        cdir_ = Path(cdir)
+        cell = load_cell(cdir_)
+        _stamp(f"start {cell.cell_id} phase={phase} SLURM job {os.environ.get('SLURM_JOB_ID')} "
+               f"(restart {os.environ.get('SLURM_RESTART_COUNT', 0)}) on {platform.node()}, {threads} thread(s)")
+        try:
+            if phase == "train" and gpus_per_node > 0:
+                import submitit
+
+                node = submitit.JobEnvironment().node
+                run_cell(cdir_, train_fn=lambda: _accelerate_train(cell, cdir_, gpus_per_node, launcher),
+                         write=(node == 0), phase=phase)
+            else:  # a CPU cell (or an evaluation job): in this process, as the local launcher runs it
+                run_cell(cdir_, phase=phase, eval_overrides=tuple(eval_overrides))
+        except SystemExit:
+            if self.requeued:  # submitit's handler requeued the job and exits: say so, not `failed`
+                write_status(cdir_, "pending", note=f"requeued (SLURM job {os.environ.get('SLURM_JOB_ID')} "
+                             "preempted or timed out): resumes from its last complete checkpoint")
+            raise
+        state = read_status(cdir_)["state"]
+        _stamp(f"end {cell.cell_id} phase={phase}: {state}")
+        return state
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        self.requeued = True
+        _stamp("preempted or timed out: requeued; the job resumes from the last complete checkpoint")
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,22 @@
-"""The SLURM launcher (submitit): `harness run grid=NAME launcher=slurm` submits the jobs of every unfinished cell at
-once and returns; `harness status` adds the scheduler's state; `harness cancel grid=NAME` cancels a grid's jobs.
+"""The SLURM launcher (submitit): what `harness run grid=NAME launcher=slurm` submits and how it asks the cluster.
 
-A cell is two jobs (harness.runner.cell_jobs): a training job (the grid's `resources`: nodes x gpus_per_node for
-`hours`), then an evaluation job that starts only when the training job has succeeded (`--dependency=afterok:ID`;
-`--kill-on-invalid-dep=yes` removes it when training failed or was cancelled). Each job is one submitit
-submission of `CellJob`, its settings (cell folder, phase, launcher settings) pickled as its arguments. Inside the
-job a CPU cell (gpus_per_node 0, e.g. the mini grid) runs in the job's process exactly as the local launcher runs
-it; a GPU cell's training runs `accelerate launch` with DeepSpeed ZeRO-3 on every node of the job (one task per
-node). A preempted or timed-out job is requeued by submitit (`CellJob` is Checkpointable, `launcher.max_requeues`
-timeouts) and resumes from its last complete checkpoint; a cancelled cell is resubmitted by the next `harness run`.
+harness/runner.py drives it: it submits the jobs of every unfinished cell at once and returns; `harness status` adds
+the scheduler's state (`scheduler_states`); `harness cancel grid=NAME` cancels a grid's jobs. A cell is two jobs
+(harness.runner.cell_jobs): a training job (the grid's `resources`: nodes x gpus_per_node for `hours`), then an
+evaluation job that starts only when the training job has succeeded (`--dependency=afterok:ID`;
+`--kill-on-invalid-dep=yes` removes it when training failed or was cancelled). Each job is one submitit submission
+of harness.runner.CellJob, its settings (cell folder, phase, launcher settings) pickled as its arguments. A
+preempted or timed-out job is requeued by submitit (CellJob is checkpointable, `launcher.max_requeues` timeouts)
+and resumes from its last complete checkpoint; a cancelled cell is resubmitted by the next `harness run`.
 
 Per cell, `<cell>/slurm/` holds submitit's files (the sbatch scripts `<job id>_submission.sh`, the pickled calls
 and results) and `jobs.json` (the job ids of the last submission); every job's output is appended to `<cell>/log.txt`.
+This module does not import the runner (one-way: harness/runner.py imports it).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -30,9 +28,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from harness.core.config import ConfigError
-from harness.core.io import REPO_ROOT, atomic_write_json
+from harness.core.io import atomic_write_json
 from harness.core.status import read_status, write_status
-from harness.runner import Cell, cell_dir, cell_env, cell_jobs, load_cell, run_cell, train_overrides_for
 
 TRAIN_JOB_ID = "TRAIN_JOB_ID"   # what a dry run prints in place of the training job's id (known once submitted)
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
@@ -43,7 +40,7 @@ ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEU
 class Job:
     """One sbatch submission: a phase of a cell with its sbatch parameters (submitit's names)."""
 
-    cell: Cell
+    cell: object                    # harness.runner.Cell
     cdir: Path
     phase: str                      # train | eval
     params: dict                    # submitit SlurmExecutor parameters (sbatch options, setup lines, srun args)
@@ -63,7 +60,7 @@ def _launcher(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.launcher, resolve=True)
 
 
-def cpus_per_task(cell: Cell, launcher: dict) -> tuple[int, str]:
+def cpus_per_task(cell, launcher: dict) -> tuple[int, str]:
     """(CPUs of a job's task, the key it comes from): `launcher.cpus_per_task` when set, else the grid's
     `resources.<model>.cpus_per_task`, else 1."""
     if launcher.get("cpus_per_task") is not None:
@@ -71,14 +68,15 @@ def cpus_per_task(cell: Cell, launcher: dict) -> tuple[int, str]:
     return int(cell.resources.get("cpus_per_task", 1)), f"cpus_per_task (grid.resources of {cell.model})"
 
 
-def plan_jobs(cells: list[Cell], cfg: DictConfig) -> list[Job]:
-    """The jobs of the cells, in submission order (a cell's training job before its evaluation job)."""
+def plan_jobs(cells: list[tuple], cfg: DictConfig) -> list[Job]:
+    """The jobs of the cells, given as (cell, its folder, harness.runner.cell_jobs of it), in submission order (a
+    cell's training job before its evaluation job)."""
     launcher = _launcher(cfg)
     jobs = []
-    for cell in cells:
-        cdir = cell_dir(cfg.results_dir, cell).resolve()
+    for cell, cdir, phases in cells:
+        cdir = Path(cdir).resolve()
         log = str(cdir / "log.txt")
-        for phase, (nodes, gpus, hours, extra) in cell_jobs(cell, cdir):
+        for phase, (nodes, gpus, hours, extra) in phases:
             params = {
                 "job_name": f"{cell.cell_id}-{phase}", "time": max(1, math.ceil(hours * 60)), "nodes": int(nodes),
                 "ntasks_per_node": 1, "cpus_per_task": cpus_per_task(cell, launcher)[0],
@@ -221,9 +219,9 @@ def submitted(cdir: Path) -> list[dict]:
         return []
 
 
-def queued(cells: list[Cell], results_dir) -> dict[str, list[str]]:
-    """{cell id: its job ids still in the queue (pending or running)} for the cells with any."""
-    ids = {c.cell_id: [j["job_id"] for j in submitted(cell_dir(results_dir, c))] for c in cells}
+def queued(cdirs: dict[str, Path]) -> dict[str, list[str]]:
+    """{cell id: its job ids still in the queue (pending or running)} for the cells ({id: folder}) with any."""
+    ids = {cid: [j["job_id"] for j in submitted(cdir)] for cid, cdir in cdirs.items()}
     states = scheduler_states(sorted({j for v in ids.values() for j in v}), strict=True)  # never submit twice
     return {cid: active for cid, v in ids.items() if (active := [j for j in v if is_active(states.get(j))])}
 
@@ -232,9 +230,10 @@ def queued(cells: list[Cell], results_dir) -> dict[str, list[str]]:
 # Submitting and cancelling
 
 
-def submit(jobs: list[Job], cfg: DictConfig) -> int:
-    """Submit the jobs (non-blocking: sbatch returns at once); the ids go into each cell's `slurm/jobs.json` and
-    `status.json`. Returns the number of cells whose submission failed."""
+def submit(jobs: list[Job], cfg: DictConfig, job_fn) -> int:
+    """Submit the jobs (non-blocking: sbatch returns at once), each a call `job_fn()(cell folder, phase,
+    gpus_per_node, evaluation overrides, launcher settings)` pickled by submitit (harness.runner.CellJob); the ids go
+    into each cell's `slurm/jobs.json` and `status.json`. Returns the number of cells whose submission failed."""
     import submitit
 
     launcher = _launcher(cfg)
@@ -250,7 +249,7 @@ def submit(jobs: list[Job], cfg: DictConfig) -> int:
                 train_id = next((j["job_id"] for j in ids if j["phase"] == "train"), TRAIN_JOB_ID)
                 ex = submitit.SlurmExecutor(folder=job.folder, max_num_timeout=int(launcher.get("max_requeues", 3)))
                 ex.update_parameters(**_with_train_id(job.params, train_id))
-                sj = ex.submit(CellJob(), str(job.cdir), job.phase, job.gpus_per_node, job.eval_overrides, launcher)
+                sj = ex.submit(job_fn(), str(job.cdir), job.phase, job.gpus_per_node, job.eval_overrides, launcher)
                 ids.append({"phase": job.phase, "job_id": str(sj.job_id),
                             "submitted_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         except Exception as e:  # a submission sbatch refused: recorded, the other cells go on
@@ -265,95 +264,3 @@ def submit(jobs: list[Job], cfg: DictConfig) -> int:
             write_status(cdir, "pending", note=note, jobs=ids)
         print(f"submitted {cell_id}: " + ", ".join(f"{j['phase']} job {j['job_id']}" for j in ids))
     return failed
-
-
-def cancel_main(cfg: DictConfig) -> int:
-    """`harness cancel grid=NAME [only=GLOB]`: cancel (scancel) the queued and running jobs of the grid's cells
-    (every `<results_dir>/runs/<grid>/<cell>/slurm/jobs.json`; `only`: the cells whose id matches). A cancelled cell
-    keeps what it wrote; the next `harness run` resubmits it and it resumes from its last complete checkpoint."""
-    import fnmatch
-
-    from harness.runner import check_run
-
-    check_run(cfg)
-    if shutil.which("scancel") is None:
-        raise ConfigError("harness cancel: `scancel` is not on PATH: run it on the SLURM login node the grid was "
-                          "submitted from")
-    grid_dir = Path(cfg.results_dir) / "runs" / cfg.grid.name
-    cdirs = [f.parents[1] for f in sorted(grid_dir.glob("*/slurm/jobs.json"))
-             if not cfg.get("only") or fnmatch.fnmatch(f.parents[1].name, cfg.only)]
-    ids = {c.name: [j["job_id"] for j in submitted(c)] for c in cdirs}
-    states = scheduler_states(sorted({j for v in ids.values() for j in v}))
-    n = 0
-    for name, own in ids.items():
-        active = [j for j in own if is_active(states.get(j))]
-        if active:
-            subprocess.run(["scancel", *active], check=True, timeout=60)
-            print(f"cancelled {name}: job(s) {' '.join(active)}")
-            n += 1
-    print(f"grid {cfg.grid.name}: cancelled the jobs of {n} cell(s); {len(cdirs)} submitted cell(s) in {grid_dir}")
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Inside a job
-
-
-def _stamp(text: str) -> None:
-    print(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
-
-
-def _accelerate_train(cell: Cell, cdir: Path, gpus_per_node: int, launcher: dict) -> None:
-    """This node's share of a GPU cell's training: accelerate + DeepSpeed ZeRO-3 over all the job's nodes."""
-    import submitit
-
-    env = submitit.JobEnvironment()
-    cmd = ["accelerate", "launch", "--config_file", launcher["accelerate_config"],
-           "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
-           "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
-           "--num_processes", str(env.num_nodes * gpus_per_node),
-           "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"), "resume=true",
-           "trainer.use_vllm=true"]
-    print("running:", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
-
-
-class CellJob:
-    """The function a job runs (pickled by submitit with its arguments): one phase of one cell.
-
-    Checkpointable (submitit calls `checkpoint` on preemption or timeout, then requeues the job): the requeued job
-    calls it again with the same arguments and training resumes from its last complete checkpoint."""
-
-    requeued = False
-
-    def __call__(self, cdir: str, phase: str, gpus_per_node: int, eval_overrides: tuple, launcher: dict) -> str:
-        threads = int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
-        os.environ.update(cell_env(threads))  # as the local launcher gives a cell, before torch is imported
-        cdir_ = Path(cdir)
-        cell = load_cell(cdir_)
-        _stamp(f"start {cell.cell_id} phase={phase} SLURM job {os.environ.get('SLURM_JOB_ID')} "
-               f"(restart {os.environ.get('SLURM_RESTART_COUNT', 0)}) on {platform.node()}, {threads} thread(s)")
-        try:
-            if phase == "train" and gpus_per_node > 0:
-                import submitit
-
-                node = submitit.JobEnvironment().node
-                run_cell(cdir_, train_fn=lambda: _accelerate_train(cell, cdir_, gpus_per_node, launcher),
-                         write=(node == 0), phase=phase)
-            else:  # a CPU cell (or an evaluation job): in this process, as the local launcher runs it
-                run_cell(cdir_, phase=phase, eval_overrides=tuple(eval_overrides))
-        except SystemExit:
-            if self.requeued:  # submitit's handler requeued the job and exits: say so, not `failed`
-                write_status(cdir_, "pending", note=f"requeued (SLURM job {os.environ.get('SLURM_JOB_ID')} "
-                             "preempted or timed out): resumes from its last complete checkpoint")
-            raise
-        state = read_status(cdir_)["state"]
-        _stamp(f"end {cell.cell_id} phase={phase}: {state}")
-        return state
-
-    def checkpoint(self, *args, **kwargs):
-        from submitit.helpers import DelayedSubmission
-
-        self.requeued = True
-        _stamp("preempted or timed out: requeued; the job resumes from the last complete checkpoint")
-        return DelayedSubmission(self, *args, **kwargs)
