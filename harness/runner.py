@@ -37,7 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.core import rundir
 from harness.core.config import ConfigError, load_config, to_dict
-from harness.core.io import QUIET_PROGRESS_ENV, atomic_write_json, provenance
+from harness.core.io import QUIET_PROGRESS_ENV, atomic_write_json, provenance, shipped_config
 from harness.core.status import BUSY_EXIT, CellBusy, cell_state, hold_cell, read_status, this_process, write_status
 from harness.identity import digest, identity
 
@@ -753,15 +753,22 @@ def _accelerate_train(cell: Cell, cdir: Path, gpus_per_node: int, launcher: dict
 
     import submitit
 
+    import yaml
+
     env = submitit.JobEnvironment()
-    cmd = ["accelerate", "launch", "--config_file", launcher["accelerate_config"],
+    # the launcher's accelerate file and the DeepSpeed file it names: as given, else the package's copy (an installed
+    # package has no configs/ in the current directory); the job runs in the submitting folder, paths stay relative
+    accelerate = shipped_config(launcher["accelerate_config"])
+    ds = (yaml.safe_load(accelerate.read_text()).get("deepspeed_config") or {}).get("deepspeed_config_file")
+    cmd = ["accelerate", "launch", "--config_file", str(accelerate),
+           *(["--deepspeed_config_file", str(shipped_config(ds))] if ds else []),
            "--num_machines", str(env.num_nodes), "--machine_rank", str(env.node),
            "--main_process_ip", env.hostnames[0], "--main_process_port", "29500",
            "--num_processes", str(env.num_nodes * gpus_per_node),
            "-m", "harness.cli", "train", *train_overrides_for(cell, cdir / "train"), "resume=true",
            "trainer.use_vllm=true"]
     print("running:", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    subprocess.run(cmd, check=True)
 
 
 class CellJob:

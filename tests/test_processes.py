@@ -52,7 +52,8 @@ def _groups(rewards: list[float]) -> list[bool]:
 LAUNCHERS = {
     # accelerate's torchrun launcher; the trainer asks for the CPU, accelerate sets up gloo
     "ddp": ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
-    # the cells' own accelerate file with its DeepSpeed file named on the command line, as harness/cell_app.py does
+    # the cells' own accelerate file with its DeepSpeed file named on the command line, as a SLURM job's training
+    # does (harness/runner.py `_accelerate_train`)
     # DeepSpeed's CPU accelerator over gloo; on first use it builds its shared-memory op with g++ (minutes)
     "zero3": ["--config_file", str(CONFIG_DIR / "accelerate" / "zero3.yaml"),
               "--deepspeed_config_file", str(CONFIG_DIR / "deepspeed" / "zero3.json")],
