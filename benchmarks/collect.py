@@ -18,6 +18,11 @@ are not yet measured.
 ~75 s (once, cached), each RL cell 29-40 s wall including its evaluation (k=16, 2 x 200 problems) and, for seed-0
 cells, the overlap and shift analyses; report 1.9 s.
 
+With 5 seeds (31 cells, the grid since issue 17), 2026-12-01, on a machine shared with other jobs:
+**18 min 57 s wall** at load average 2.8 (1,881 CPU-s, peak RSS 1.1 GiB), 55 min 31 s at load 5-10 (1,727
+CPU-s); on 2 idle cores an estimated 10.5-15.5 min, not yet measured (docs/mini.md, "Seeds and repeatability").
+That second run reproduced the first byte for byte (weights, samples, scores).
+
 """
 
 
