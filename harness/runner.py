@@ -638,21 +638,22 @@ def main(cfg: DictConfig) -> int:
     if cfg.dry_run:
         validate_cells(cells, cfg.results_dir, files=False)  # every value of every cell
         print_plan(cells, todo, cfg)
+        jobs = sl.plan_jobs(_with_jobs(todo, cfg), cfg) if slurm else []
         try:
             validate_cells(todo, cfg.results_dir, files=True)
-            if slurm and todo:
-                sl.check_cluster(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg)
+            if jobs:
+                sl.check_cluster(jobs, cfg)
         except ConfigError as e:
             print(f"note: running this plan here would stop before its first cell: {e}")
         if slurm:
-            sl.print_scripts(sl.plan_jobs(_with_jobs(todo, cfg), cfg))
+            sl.print_scripts(jobs)
         return 0
     validate_cells(todo, cfg.results_dir)  # every cell that will run, before the first one starts
     if slurm and todo:
         sl.check_cluster(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg)  # a request no node can satisfy would wait forever
     _prepare(todo, cfg)  # only the cells that will run: a finished grid needs no warm start
     print_plan(cells, todo, cfg)
-    if slurm and todo:
+    if slurm and todo:  # planned again: _prepare may have found weights gone, adding training jobs
         failed = sl.submit(sl.plan_jobs(_with_jobs(todo, cfg), cfg), cfg, CellJob)
         print(f"grid {cfg.grid.name}: submitted the jobs of {len(todo) - failed} of {len(todo)} cells "
               f"(`harness status grid={cfg.grid.name}` follows them, `harness cancel grid={cfg.grid.name}` cancels them)")
